@@ -1,0 +1,199 @@
+"""What every group-sparse Bayesian layer shares.
+
+A group layer's weights are ``w_ij = z_g * w~_ij`` where ``z_g`` is a scale shared by one group ``g`` (an input unit of a
+linear layer, an output filter of a conv layer) and ``w~_ij ~ N(weight_mu, exp(weight_logvar))`` (paper Eq. 6 and its
+horseshoe analogue). A family (normal-Jeffreys, horseshoe) only says how ``q(z)`` looks: how to sample it, its first two
+moments, its KL and the pruning statistic. The geometry (linear or conv) says how ``z`` meets the activations.
+
+Conventions fixed here, for every family and geometry:
+
+- training forward: local reparameterisation (Kingma et al. 2015) with one ``z`` per example and group;
+- eval forward: the posterior-mean network, ``E[w] = E[z] * weight_mu``;
+- conv layers scale the whole output of a filter, bias included, by ``z``: ``y_c = z_c (W~_c * x + b~_c)``. A pruned filter
+  then outputs exactly zero, so removing it is exact, and the eval pass and the deterministic (masked, rounded) pass
+  agree. The authors' code scaled the bias by ``z`` in the stochastic pass but not in the deterministic one (bug 2 in
+  ``reference-bc.md`` §1.8); here ``posterior_bias()`` is what both use;
+- linear layers scale inputs, so their bias is not scaled (as the authors);
+- biases get an ``N(0, 1)`` prior as in the authors' code (the paper does not say); they are never pruned on their own.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Smallest pre-activation variance passed to sqrt; keeps the gradient finite if a variance underflows.
+_MIN_VARIANCE = 1e-16
+
+
+def standard_normal_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) summed over all entries (paper Eq. 8; z cancels out of it)."""
+    return 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum()
+
+
+class GroupScaleLayer(nn.Module):
+    """Base of ``LinearGroup*`` and ``Conv2dGroup*``.
+
+    Subclasses provide the geometry (``_broadcast_groups``, ``_lrt_moments``, ``deterministic_forward``) through
+    ``LinearGeometry``/``Conv2dGeometry`` and the family of ``q(z)`` (``sample_z``, ``z_mean``, ``z_variance``,
+    ``z_kl``, ``group_statistic``).
+    """
+
+    #: "in" when groups are input units (linear), "out" when they are output channels (conv).
+    group_axis: str
+
+    def __init__(self, clip_var: float | None = None):
+        super().__init__()
+        self.clip_var = clip_var
+
+    # ---- the family of q(z): implemented by GroupNJ / GroupHS --------------------------------------------------
+    @property
+    def n_groups(self) -> int:
+        raise NotImplementedError
+
+    def sample_z(self, batch: int) -> torch.Tensor:
+        """One draw of z per example and group, differentiable in the variational parameters.  # [batch, groups]"""
+        raise NotImplementedError
+
+    def z_mean(self) -> torch.Tensor:
+        """E_q[z_g].  # [groups]"""
+        raise NotImplementedError
+
+    def z_variance(self) -> torch.Tensor:
+        """Var_q[z_g].  # [groups]"""
+        raise NotImplementedError
+
+    def z_kl(self) -> torch.Tensor:
+        """KL of the scale part of the posterior from its prior (scalar)."""
+        raise NotImplementedError
+
+    def group_statistic(self) -> torch.Tensor:
+        """Per-group pruning statistic: a group is kept iff its statistic is below the layer's threshold. # [groups]"""
+        raise NotImplementedError
+
+    # ---- shared maths -------------------------------------------------------------------------------------------
+    def kl_divergence(self) -> torch.Tensor:
+        """KL(q || p) of this layer: scales, weights (Eq. 8) and biases (N(0,1) prior, as the authors' code)."""
+        return (self.z_kl()
+                + standard_normal_kl(self.weight_mu, self.weight_logvar)
+                + standard_normal_kl(self.bias_mu, self.bias_logvar))
+
+    def posterior_mean(self) -> torch.Tensor:
+        """E_q[w_ij] = E[z_g] * weight_mu (the test-time weights).  # weight shape"""
+        return self._broadcast_groups(self.z_mean()) * self.weight_mu
+
+    def marginal_variance(self) -> torch.Tensor:
+        """Var_q[w_ij] = Var[z](sigma^2 + mu^2) + E[z]^2 sigma^2 for w = z * w~ with z, w~ independent.
+
+        This is the paper's V(w)_NJ (GNJ) and V(w)_HS (GHS) in one expression; it sets the bit precision.
+        """
+        z_mean = self._broadcast_groups(self.z_mean())
+        z_var = self._broadcast_groups(self.z_variance())
+        w_var = self.weight_logvar.exp()
+        return z_var * (w_var + self.weight_mu.pow(2)) + z_mean.pow(2) * w_var
+
+    def posterior_bias(self) -> torch.Tensor:
+        """The bias of the posterior-mean network.  # [out]"""
+        if self.group_axis == "out":
+            return self.z_mean() * self.bias_mu
+        return self.bias_mu
+
+    @torch.no_grad()
+    def clip_variances(self) -> None:
+        """Clamp weight and bias variances to at most ``clip_var`` (the authors clip after every optimiser step)."""
+        if self.clip_var is not None:
+            bound = math.log(self.clip_var)
+            self.weight_logvar.clamp_(max=bound)
+            self.bias_logvar.clamp_(max=bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.deterministic_forward(x, self.posterior_mean(), self.posterior_bias())
+        z = self.sample_z(x.shape[0])
+        mean, variance = self._lrt_moments(x, z)
+        noise = torch.randn_like(mean)
+        return mean + variance.clamp_min(_MIN_VARIANCE).sqrt() * noise
+
+    # ---- parameters shared by every family ------------------------------------------------------------------------
+    def _init_weights(self, weight_shape, n_out, fan_in, init_weight, init_bias, uniform: bool) -> None:
+        """Create weight/bias posteriors with the authors' initialisation (means from ``init_*`` when given)."""
+        self.weight_mu = nn.Parameter(torch.empty(weight_shape))
+        self.weight_logvar = nn.Parameter(torch.empty(weight_shape))
+        self.bias_mu = nn.Parameter(torch.empty(n_out))
+        self.bias_logvar = nn.Parameter(torch.empty(n_out))
+        with torch.no_grad():
+            stdv = 1.0 / math.sqrt(fan_in)
+            if init_weight is not None:
+                self.weight_mu.copy_(torch.as_tensor(init_weight, dtype=torch.float32).reshape(weight_shape))
+            elif uniform:
+                self.weight_mu.uniform_(-stdv, stdv)
+            else:
+                self.weight_mu.normal_(0.0, stdv)
+            if init_bias is not None:
+                self.bias_mu.copy_(torch.as_tensor(init_bias, dtype=torch.float32).reshape(n_out))
+            else:
+                self.bias_mu.zero_()
+            self.weight_logvar.normal_(-9.0, 1e-2)
+            self.bias_logvar.normal_(-9.0, 1e-2)
+
+
+class LinearGeometry:
+    """Groups are input units; z scales the inputs: h = (x * z) W~^T + b~."""
+
+    group_axis = "in"
+
+    def _setup_geometry(self, in_features: int, out_features: int) -> None:
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def _broadcast_groups(self, per_group: torch.Tensor) -> torch.Tensor:
+        return per_group.view(1, -1)  # [1, in] against weight [out, in]
+
+    def _lrt_moments(self, x, z):
+        xz = x * z  # [batch, in]
+        mean = F.linear(xz, self.weight_mu, self.bias_mu)
+        variance = F.linear(xz * xz, self.weight_logvar.exp(), self.bias_logvar.exp())
+        return mean, variance
+
+    @staticmethod
+    def deterministic_forward(x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, clip_var={self.clip_var}"
+
+
+class Conv2dGeometry:
+    """Groups are output filters; z scales a filter's whole output: y_c = z_c (W~_c * x + b~_c)."""
+
+    group_axis = "out"
+
+    def _setup_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation):
+        as_pair = torch.nn.modules.utils._pair
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = as_pair(kernel_size)
+        self.stride = as_pair(stride)
+        self.padding = as_pair(padding)
+        self.dilation = as_pair(dilation)
+
+    def _broadcast_groups(self, per_group: torch.Tensor) -> torch.Tensor:
+        return per_group.view(-1, 1, 1, 1)  # [out, 1, 1, 1] against weight [out, in, kh, kw]
+
+    def _conv(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+    def _lrt_moments(self, x, z):
+        z = z[:, :, None, None]  # [batch, out, 1, 1]
+        mean = self._conv(x, self.weight_mu, self.bias_mu) * z
+        variance = self._conv(x * x, self.weight_logvar.exp(), self.bias_logvar.exp()) * (z * z)
+        return mean, variance
+
+    def deterministic_forward(self, x, weight, bias):
+        return self._conv(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, clip_var={self.clip_var}")
