@@ -1,0 +1,7 @@
+"""Compression methods by name (the names of DESIGN.md). A method is one short file that registers itself here."""
+from .registry import METHODS, Method, get_method, register
+
+# Importing a method module registers it.
+from . import bc, dense  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method", "get_method", "register"]

@@ -1,0 +1,52 @@
+"""The method registry: a string from a config or the CLI maps to a ``Method`` without if/else chains."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..models import LayerFactory
+
+METHODS: dict[str, "Method"] = {}
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method is: its layers, its training hyper-parameters per architecture and how it is compressed.
+
+    ``hyperparameters[arch]`` are plain values with the source of each in a comment in the method's file; every key
+    can be overridden from a params file. ``layer_factory(arch, hp)`` gives the layers the architecture is built from.
+    ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``.
+    """
+
+    name: str
+    description: str
+    layer_factory: Callable[[str, dict], LayerFactory]
+    hyperparameters: dict[str, dict] = field(default_factory=dict)
+    starts_from_dense: bool = False
+
+    def params_for(self, arch: str, overrides: dict | None = None) -> dict:
+        """The hyper-parameters for ``arch`` with ``overrides`` applied; unknown override keys are an error."""
+        if arch not in self.hyperparameters:
+            raise ValueError(f"method {self.name!r} has no settings for architecture {arch!r}; "
+                             f"it supports {sorted(self.hyperparameters)}")
+        params = dict(self.hyperparameters[arch])
+        unknown = sorted(set(overrides or {}) - set(params))
+        if unknown:
+            raise ValueError(f"unknown hyper-parameter(s) {unknown} for method {self.name!r} on {arch!r}; "
+                             f"known: {sorted(params)}")
+        params.update(overrides or {})
+        return params
+
+
+def register(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None

@@ -1,0 +1,228 @@
+"""The one training loop, for every method.
+
+Objective (per mini-batch): ``mean cross-entropy + beta_t * KL / N`` with ``N`` the training-set size and ``beta_t``
+rising linearly from 0 to 1 over ``kl_warmup_epochs`` (KL warm-up, Sønderby et al. 2016; beta = 1 at once when 0).
+A dense network has KL = 0. Adam; after every step each Bayesian layer clips its variances (``clip_variances``).
+
+Every epoch ends with a checkpoint (model, optimiser, RNG states, history) written atomically to
+``<out>/checkpoint.pt``; calling ``train`` again with the same ``out`` resumes after the last finished epoch and ends
+with the same result as an uninterrupted run (on CPU, where every kernel is deterministic). A NaN or infinite loss
+stops the run with ``TrainingDiverged`` and leaves the last good checkpoint as it was.
+
+Command: ``bcrepro train --arch lenet300 --method bc-gnj --dataset mnist --seed 0 --out runs/lenet300-bc-gnj-0``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .data import DataSplits, augment_cifar, minibatches
+from .models import Net
+
+log = logging.getLogger("bcrepro.train")
+
+CHECKPOINT = "checkpoint.pt"
+LR_SCHEDULES = ("constant", "cosine", "constant_then_linear", "linear")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_schedule: str = "constant"
+    kl_warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    augment: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self.epochs}, "
+                             f"{self.batch_size}, {self.lr}")
+
+    @classmethod
+    def from_params(cls, params: dict, seed: int) -> "TrainConfig":
+        """The training part of a method's hyper-parameters (other keys belong to layers or compression)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"seed"}
+        return cls(seed=seed, **{k: v for k, v in params.items() if k in names})
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """Multiplier of the base learning rate at ``progress`` = fraction of training done, in [0, 1]."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    # constant_then_linear: Sparse VD's lr_linear, constant for the first half then linearly to 0.
+    return min(1.0, 2.0 * (1.0 - progress))
+
+
+def kl_weight(warmup_epochs: float, epoch_progress: float) -> float:
+    """beta_t of the KL warm-up: linear from 0 to 1 over ``warmup_epochs`` (measured in epochs, fractional)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, epoch_progress / warmup_epochs)
+
+
+@torch.no_grad()
+def error_rate(net: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Test error in percent of ``net`` in eval mode (posterior-mean weights for Bayesian layers)."""
+    was_training = net.training
+    net.eval()
+    wrong = 0
+    for xb, yb in minibatches(x, y, batch_size, shuffle=False):
+        wrong += (net(xb).argmax(1) != yb).sum().item()
+    net.train(was_training)
+    return 100.0 * wrong / max(1, len(y))
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomically(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _groups_summary(net: Net, monitor: Callable[[torch.Tensor], int] | None) -> list[list[int]]:
+    """[kept, total] per group layer, by ``monitor`` (statistic -> groups kept); empty for a dense net."""
+    if monitor is None:
+        return []
+    with torch.no_grad():
+        return [[int(monitor(layer.group_statistic())), layer.n_groups] for layer in net.group_layers()]
+
+
+def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: torch.device,
+          on_epoch_end: Callable[[dict], None] | None = None,
+          groups_kept: Callable[[torch.Tensor], int] | None = None) -> list[dict]:
+    """Train ``net`` on ``data`` per ``config``; checkpoints in ``out``. Returns the per-epoch history.
+
+    ``on_epoch_end(record)`` is called after each epoch (the CLI logs to MLflow through it); ``groups_kept`` maps a
+    layer's group statistic to the number of groups a pruning rule would keep, for the progress line.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    net.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator(device=data.train_x.device)
+    generator.manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    history: list[dict] = []
+    start_epoch = 0
+
+    checkpoint_path = out / CHECKPOINT
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"{checkpoint_path} was written with a different training config "
+                             f"({state['config']}) than this run ({dataclasses.asdict(config)}); "
+                             f"use another --out or delete the checkpoint")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], generator)
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, config.epochs)
+
+    n_train = len(data.train_y)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        tic = time.perf_counter()
+        net.train()
+        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "wrong": 0}
+        beta = lr = 0.0
+        for step, (xb, yb) in enumerate(minibatches(data.train_x, data.train_y, config.batch_size,
+                                                    shuffle=True, generator=generator)):
+            global_step = epoch * steps_per_epoch + step
+            lr = config.lr * lr_factor(config.lr_schedule, global_step / total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            beta = kl_weight(config.kl_warmup_epochs, epoch + step / steps_per_epoch)
+            if config.augment:
+                xb = augment_cifar(xb, generator=generator)
+            logits = net(xb)
+            ce = F.cross_entropy(logits, yb)
+            kl = net.kl_divergence()
+            loss = ce + beta * kl / n_train
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1} (cross-entropy {ce.item()}, "
+                    f"KL {kl.item()}, beta {beta:.3f}, lr {lr:.2e}); the last good checkpoint is {checkpoint_path}. "
+                    f"Try a lower lr, a longer kl_warmup_epochs or a clip_var on the diverging layers.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for layer in net.group_layers():
+                layer.clip_variances()
+            batch = len(yb)
+            sums["loss"] += loss.item() * batch
+            sums["ce"] += ce.item() * batch
+            sums["kl"] = kl.item()
+            sums["wrong"] += (logits.argmax(1) != yb).sum().item()
+
+        record = {
+            "epoch": epoch + 1,
+            "loss": sums["loss"] / n_train,
+            "cross_entropy": sums["ce"] / n_train,
+            "kl": sums["kl"],
+            "kl_weight": beta,
+            "lr": lr,
+            "train_error_pct": 100.0 * sums["wrong"] / n_train,
+            "test_error_pct": error_rate(net, data.test_x, data.test_y),
+            "groups_kept": _groups_summary(net, groups_kept),
+            "seconds": time.perf_counter() - tic,
+        }
+        history.append(record)
+        _save_atomically({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                          "rng": _rng_state(generator), "history": history, "epoch": epoch,
+                          "config": dataclasses.asdict(config)}, checkpoint_path)
+        log.info(progress_line(record, config.epochs))
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    return history
+
+
+def progress_line(record: dict, epochs: int) -> str:
+    groups = " ".join(f"{kept}/{total}" for kept, total in record["groups_kept"])
+    return (f"epoch {record['epoch']:>4d}/{epochs} loss {record['loss']:.4f} kl {record['kl']:.4g} "
+            f"beta {record['kl_weight']:.2f} lr {record['lr']:.2e} train_err {record['train_error_pct']:.2f}% "
+            f"test_err {record['test_error_pct']:.2f}%" + (f" groups {groups}" if groups else "")
+            + f" {record['seconds']:.1f}s")
+
+
+def write_json(obj, path: Path) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,77 @@
+"""Cost of one BC training step relative to the dense network's, measured side by side in one run.
+
+    python benchmarks/layer_overhead.py [--batch 128] [--repeats 30] [--threads 2]
+
+One step = forward, backward (cross-entropy + KL / N for the Bayesian nets), Adam, variance clipping, on the same
+batch. Steps of the variants are interleaved round-robin so machine noise hits all of them alike; the ratio of medians
+is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bcrepro import models
+from bcrepro.methods import get_method
+
+N_TRAIN = 60000
+
+
+def make_step(arch: str, method_name: str, batch: int):
+    method = get_method(method_name)
+    hp = method.params_for(arch)
+    torch.manual_seed(0)
+    net = models.build(arch, method.layer_factory(arch, hp))
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(batch, *net.input_shape)
+    y = torch.randint(0, 10, (batch,))
+    group_layers = net.group_layers()
+
+    def step():
+        loss = F.cross_entropy(net(x), y)
+        if group_layers:
+            loss = loss + net.kl_divergence() / N_TRAIN
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for layer in group_layers:
+            layer.clip_variances()
+    return step
+
+
+def measure(arch: str, batch: int, repeats: int) -> dict[str, float]:
+    steps = {name: make_step(arch, name, batch) for name in ("dense", "bc-gnj", "bc-ghs")}
+    for step in steps.values():
+        for _ in range(5):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            tic = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"batch {args.batch}, {args.repeats} interleaved repeats, {args.threads} threads, torch {torch.__version__}")
+    print(f"{'arch':10s} {'dense ms':>9s} {'GNJ ms':>8s} {'GHS ms':>8s} {'GNJ/dense':>10s} {'GHS/dense':>10s}")
+    for arch in ("lenet300", "lenet5"):
+        med = measure(arch, args.batch, args.repeats)
+        print(f"{arch:10s} {1e3 * med['dense']:9.2f} {1e3 * med['bc-gnj']:8.2f} {1e3 * med['bc-ghs']:8.2f} "
+              f"{med['bc-gnj'] / med['dense']:10.2f} {med['bc-ghs'] / med['dense']:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The training loop: schedules, resume after a kill, the NaN guard."""
+import math
+
+import pytest
+import torch
+
+from bcrepro import data, models
+from bcrepro.methods import get_method
+from bcrepro.train import TrainConfig, TrainingDiverged, kl_weight, lr_factor, train
+
+
+def test_kl_warmup_rises_linearly_to_one():
+    assert kl_weight(10, 0.0) == 0.0
+    assert kl_weight(10, 2.5) == pytest.approx(0.25)
+    assert kl_weight(10, 10.0) == 1.0
+    assert kl_weight(10, 50.0) == 1.0
+    assert kl_weight(0, 0.0) == 1.0
+
+
+def test_lr_schedules_match_their_definitions():
+    assert lr_factor("constant", 0.7) == 1.0
+    assert lr_factor("cosine", 0.5) == pytest.approx(0.5)
+    assert lr_factor("cosine", 1.0) == pytest.approx(0.0, abs=1e-12)
+    # Sparse VD's lr_linear: constant for the first half, then linearly to zero.
+    assert lr_factor("constant_then_linear", 0.25) == 1.0
+    assert lr_factor("constant_then_linear", 0.75) == pytest.approx(0.5)
+    assert lr_factor("linear", 0.75) == pytest.approx(0.25)
+
+
+def test_unknown_schedule_is_a_clear_error():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(epochs=1, batch_size=8, lr=1e-3, lr_schedule="warm-restarts")
+
+
+def _setup(method="bc-gnj", seed=0):
+    splits = data.load_dataset("synthetic", validation_size=0, synthetic_train=256, synthetic_test=64)
+    m = get_method(method)
+    torch.manual_seed(seed)
+    net = models.build("lenet300", m.layer_factory("lenet300", m.params_for("lenet300")))
+    config = TrainConfig(epochs=3, batch_size=64, lr=1e-3, kl_warmup_epochs=1.5, seed=seed)
+    return net, splits, config
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(epoch):
+    def callback(record):
+        if record["epoch"] == epoch:
+            raise _Killed()
+    return callback
+
+
+@pytest.mark.parametrize("method", ["bc-gnj", "bc-ghs"])
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, method):
+    net, splits, config = _setup(method)
+    full = train(net, splits, config, tmp_path / "full", torch.device("cpu"))
+
+    net2, _, _ = _setup(method)
+    with pytest.raises(_Killed):
+        train(net2, splits, config, tmp_path / "killed", torch.device("cpu"), on_epoch_end=_kill_after(2))
+    net3, _, _ = _setup(method)  # a fresh process would rebuild the model from scratch
+    resumed = train(net3, splits, config, tmp_path / "killed", torch.device("cpu"))
+
+    drop_time = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert drop_time(resumed) == drop_time(full)
+    for (name, a), b in zip(net.state_dict().items(), net3.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_a_different_config_is_refused(tmp_path):
+    net, splits, config = _setup()
+    train(net, splits, TrainConfig(epochs=1, batch_size=64, lr=1e-3), tmp_path, torch.device("cpu"))
+    with pytest.raises(ValueError, match="different training config"):
+        train(net, splits, config, tmp_path, torch.device("cpu"))
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    net, splits, config = _setup()
+    config.epochs = 1
+    train(net, splits, config, tmp_path, torch.device("cpu"))
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        net.classifier[0].weight_mu[0, 0] = math.nan
+    config2 = TrainConfig(epochs=1, batch_size=64, lr=1e-3, kl_warmup_epochs=1.5, seed=1)
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1 step 1"):
+        train(net, splits, config2, tmp_path / "other", torch.device("cpu"))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+    assert not (tmp_path / "other" / "checkpoint.pt").exists()
+
+
+def test_training_is_deterministic_on_cpu(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        net, splits, config = _setup()
+        config.epochs = 1
+        runs.append(train(net, splits, config, tmp_path / name, torch.device("cpu"))[-1]["loss"])
+    assert runs[0] == runs[1]
