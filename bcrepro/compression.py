@@ -437,6 +437,12 @@ def valley_threshold(statistic: np.ndarray, max_depth: float = VALLEY_MAX_DEPTH)
     return float(threshold) if depth <= max_depth else math.inf
 
 
+def monitor_groups_kept(statistic: torch.Tensor) -> int:
+    """Groups the ``valley`` rule would keep now: the training loop's progress line shows this while pruning happens."""
+    values = statistic.detach().float().cpu().numpy()
+    return int((values < valley_threshold(values)).sum())
+
+
 def _groups_kept(net, thresholds) -> tuple[list[int | None], list[int | None]]:
     kept, total = [], []
     for layer, t in zip(net.prunable_layers(), thresholds):

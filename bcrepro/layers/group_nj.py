@@ -51,7 +51,7 @@ class GroupNJ(GroupScaleLayer):
 
     def sample_z(self, batch: int) -> torch.Tensor:
         noise = torch.randn(batch, self.n_groups, device=self.z_mu.device, dtype=self.z_mu.dtype)
-        return self.z_mu + (0.5 * self.z_logvar).exp() * noise  # [batch, groups]
+        return torch.addcmul(self.z_mu, (0.5 * self.z_logvar).exp(), noise)  # [batch, groups]
 
     def z_mean(self) -> torch.Tensor:
         return self.z_mu

@@ -1,0 +1,122 @@
+"""The bcrepro command as a user runs it: train -> compress on synthetic data, and its errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bcrepro import cli, models, slim
+from bcrepro.data import load_dataset
+from bcrepro.methods import get_method
+from bcrepro.train import error_rate
+
+# Synthetic data has 2,000 training examples: hold out 300 for thresholds, and train hard enough to prune in seconds.
+QUICK = "validation_size: 300\nkl_warmup_epochs: 5\nlr: 0.01\n"
+
+
+def bcrepro(*args):
+    return subprocess.run([sys.executable, "-m", "bcrepro", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def quick_params(tmp_path):
+    path = tmp_path / "quick.yaml"
+    path.write_text(QUICK)
+    return path
+
+
+@pytest.mark.parametrize("method", ["bc-gnj", "bc-ghs"])
+def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, quick_params, method):
+    run = tmp_path / method
+    done = bcrepro("train", "--arch", "lenet300", "--method", method, "--dataset", "synthetic", "--seed", 0,
+                   "--epochs", 30, "--params", quick_params, "--out", run)
+    assert done.returncode == 0, done.stderr
+    assert "epoch   30/30" in done.stderr  # one progress line per epoch
+    done = bcrepro("compress", "--run", run)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    assert metrics["error_pct"] < 15.0
+    assert metrics["error_pruned_pct"] < 20.0
+    kept = metrics["architecture"]  # of 784-300-100 input groups
+    assert len(kept) == 3 and kept[1] < 0.7 * 300, kept  # whole hidden units were pruned
+    assert metrics["nonzero_weights"] < metrics["total_weights"]
+    assert metrics["compression_pruning"] > 1.5
+    assert metrics["compression_precision"] > metrics["compression_pruning"]
+    assert all(4 <= b <= 25 for b in metrics["bits"])
+    for key in ("arch", "method", "seed", "dataset", "error_quantized_pct", "compression_max", "thresholds",
+                "mlflow_run_id", "train_seconds", "threshold_curve"):
+        assert key in metrics
+
+    # The exported slim model is a physically smaller plain network with the quantized model's test error.
+    slim_model = slim.load_slim(run / "slim.pt")
+    assert sum(p.numel() for n, p in slim_model.named_parameters() if n.endswith("weight")) == \
+        metrics["nonzero_weights"]
+    splits = load_dataset("synthetic", validation_size=300)
+    assert error_rate(slim_model, splits.test_x, splits.test_y) == pytest.approx(metrics["error_quantized_pct"])
+
+
+def test_dense_run_compresses_to_itself(tmp_path, quick_params):
+    run = tmp_path / "dense"
+    assert bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 2,
+                   "--params", quick_params, "--out", run).returncode == 0
+    done = bcrepro("compress", "--run", run)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compression_pruning"] == 1.0
+    assert metrics["compression_precision"] is None and metrics["error_quantized_pct"] is None
+    assert metrics["error_pruned_pct"] == metrics["error_pct"]
+
+    # A second identical command has nothing to do.
+    again = bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 2,
+                    "--params", quick_params, "--out", run)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_missing_data_offline_is_one_clear_error_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    done = bcrepro("train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "mnist", "--data-root",
+                   tmp_path / "nodata", "--no-download", "--out", run)
+    assert done.returncode == 1
+    assert "train-images-idx3-ubyte" in done.stderr and str(tmp_path / "nodata") in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "bc-magic"], "unknown method 'bc-magic'"),
+    (["--method", "bc-gnj", "--params", "BAD"], "unknown hyper-parameter(s) ['learning_rate']"),
+])
+def test_bad_input_names_the_problem(tmp_path, args, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\n")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    done = bcrepro("train", "--arch", "lenet300", "--dataset", "synthetic", "--out", tmp_path / "run", *args)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_compress_refuses_an_unfinished_run(tmp_path):
+    done = bcrepro("compress", "--run", tmp_path)
+    assert done.returncode == 1 and "not a finished training run" in done.stderr
+
+
+def test_init_from_dense_copies_weights_into_the_posterior_means(tmp_path):
+    torch.manual_seed(0)
+    dense = models.build("lenet5")
+    torch.save(dense.state_dict(), tmp_path / "model.pt")
+    method = get_method("bc-ghs")
+    net = models.build("lenet5", method.layer_factory("lenet5", method.params_for("lenet5")))
+    cli.init_from_dense(net, tmp_path / "model.pt")
+    for bayes, plain in zip(net.prunable_layers(), dense.prunable_layers()):
+        assert torch.equal(bayes.weight_mu, plain.weight)
+        assert torch.equal(bayes.bias_mu, plain.bias)
+
+
+def test_methods_lists_the_registry():
+    done = bcrepro("methods")
+    assert done.returncode == 0
+    for name in ("dense", "bc-gnj", "bc-ghs"):
+        assert name in done.stdout
