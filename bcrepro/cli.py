@@ -5,7 +5,8 @@
     bcrepro methods
 
 Errors (unknown names, bad parameters, missing data, a diverging loss) print one line naming the problem and exit
-with status 1 (2 for command-line usage errors); no output file is left half-written.
+with status 1 (2 for command-line usage errors); no output file is left half-written. ``--max-minutes`` stops a
+training run cleanly with status 3 after a checkpoint; the same command resumes it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import yaml
 
 from . import compression, data, models, slim
 from .methods import METHODS, get_method
-from .train import TrainConfig, TrainingDiverged, error_rate, train, write_json
+from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train, write_json
 
 log = logging.getLogger("bcrepro")
 
@@ -133,7 +134,9 @@ def cmd_train(args) -> None:
     log.info("training %s/%s on %s (%d train, %d validation, %d test) on %s: %s", args.arch, args.method,
              splits.name, len(splits.train_y), len(splits.val_y), len(splits.test_y), device, config)
     tic = time.perf_counter()
-    history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept)
+    time_limit = None if args.max_minutes is None else 60.0 * args.max_minutes
+    history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept,
+                    time_limit_s=time_limit)
     train_seconds = sum(record["seconds"] for record in history)
     torch.save(net.state_dict(), out / MODEL_FILE)
     write_json(history, out / HISTORY_FILE)
@@ -203,6 +206,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--init", help="a dense run's model.pt to start from")
     p.add_argument("--params", help="YAML file of hyper-parameter overrides for this method")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after the epoch that ends past this wall time, exit 3; rerunning resumes")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model, history)")
     p.set_defaults(func=cmd_train)
 
@@ -222,6 +227,9 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         args.func(args)
+    except TimeLimitReached as err:
+        print(f"bcrepro {args.verb}: {err}", file=sys.stderr)
+        return 3
     except (UsageError, ValueError, data.DataNotFoundError, TrainingDiverged) as err:
         print(f"bcrepro {args.verb}: error: {err}", file=sys.stderr)
         return 1

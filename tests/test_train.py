@@ -97,3 +97,13 @@ def test_training_is_deterministic_on_cpu(tmp_path):
         config.epochs = 1
         runs.append(train(net, splits, config, tmp_path / name, torch.device("cpu"))[-1]["loss"])
     assert runs[0] == runs[1]
+
+
+def test_time_limit_stops_after_a_checkpoint_and_a_rerun_finishes(tmp_path):
+    from bcrepro.train import TimeLimitReached
+    net, splits, config = _setup()
+    with pytest.raises(TimeLimitReached, match="after epoch 1/3"):
+        train(net, splits, config, tmp_path, torch.device("cpu"), time_limit_s=0.0)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    history = train(net, splits, config, tmp_path, torch.device("cpu"))
+    assert [r["epoch"] for r in history] == [1, 2, 3]
