@@ -32,6 +32,7 @@ from .models import Net
 log = logging.getLogger("bcrepro.train")
 
 CHECKPOINT = "checkpoint.pt"
+DIVERGENCE_CHECK_EVERY = 50  # steps between reads of the loss on a GPU (each read waits for the device)
 LR_SCHEDULES = ("constant", "cosine", "constant_then_linear", "linear")
 
 
@@ -169,12 +170,14 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
         log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, config.epochs)
 
     n_train = len(data.train_y)
+    check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
         tic = time.perf_counter()
         net.train()
-        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "wrong": 0}
+        # Running sums stay on the device: reading them every step would stall a GPU on each step.
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, cross-entropy, wrong, non-finite steps
         beta = lr = 0.0
         for step, (xb, yb) in enumerate(minibatches(data.train_x, data.train_y, config.batch_size,
                                                     shuffle=True, generator=generator)):
@@ -189,7 +192,9 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             ce = F.cross_entropy(logits, yb)
             kl = net.kl_divergence()
             loss = ce + beta * kl / n_train
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss)
+            # Free on CPU; on a GPU it is read every DIVERGENCE_CHECK_EVERY steps and once more at the epoch's end.
+            if (step % check_every == 0 or step == steps_per_epoch - 1) and not finite:
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1} (cross-entropy {ce.item()}, "
                     f"KL {kl.item()}, beta {beta:.3f}, lr {lr:.2e}); the last good checkpoint is {checkpoint_path}. "
@@ -199,20 +204,24 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             optimizer.step()
             for layer in net.group_layers():
                 layer.clip_variances()
-            batch = len(yb)
-            sums["loss"] += loss.item() * batch
-            sums["ce"] += ce.item() * batch
-            sums["kl"] = kl.item()
-            sums["wrong"] += (logits.argmax(1) != yb).sum().item()
+            with torch.no_grad():
+                batch = len(yb)
+                sums += torch.stack([loss.detach().double() * batch, ce.detach().double() * batch,
+                                     (logits.argmax(1) != yb).sum().double(), (~finite).double()])
+        loss_sum, ce_sum, wrong, non_finite = sums.tolist()
+        if non_finite:
+            raise TrainingDiverged(f"loss was NaN or infinite in {int(non_finite)} step(s) of epoch {epoch + 1}; "
+                                   f"the last good checkpoint is {checkpoint_path}. Try a lower lr, a longer "
+                                   f"kl_warmup_epochs or a clip_var on the diverging layers.")
 
         record = {
             "epoch": epoch + 1,
-            "loss": sums["loss"] / n_train,
-            "cross_entropy": sums["ce"] / n_train,
-            "kl": sums["kl"],
+            "loss": loss_sum / n_train,
+            "cross_entropy": ce_sum / n_train,
+            "kl": kl.item(),
             "kl_weight": beta,
             "lr": lr,
-            "train_error_pct": 100.0 * sums["wrong"] / n_train,
+            "train_error_pct": 100.0 * wrong / n_train,
             "test_error_pct": error_rate(net, data.test_x, data.test_y),
             "groups_kept": _groups_summary(net, groups_kept),
             "seconds": time.perf_counter() - tic,
