@@ -92,21 +92,25 @@ LOGNORMAL_CASES = [(-math.log(2.0), -9.0), (-math.log(2.0), math.log(0.1)), (1.0
                    (0.5, -2.0)]
 
 
+def check_lognormal_kl(kl, mu, logvar, log_scale, log_p, prior):
+    """``kl`` (the code under test) against Monte Carlo and quadrature, per entry and summed."""
+    estimate, se = monte_carlo_kl(D.LogNormal(mu, (0.5 * logvar).exp()), log_p)
+    quadrature = quadrature_lognormal_kl(mu, logvar, log_p)
+    for i in range(len(mu)):
+        value = kl(mu[i:i + 1], logvar[i:i + 1], log_scale).item()
+        what = f"KL(LN({mu[i]:.4g}, e^{logvar[i]:.3g}) || {prior}(1/2, e^{log_scale:.4g}))"
+        assert_within_standard_errors(value, estimate[i].item(), se[i].item(), what)
+        assert value == pytest.approx(quadrature[i].item(), rel=1e-9, abs=1e-9), what
+    assert kl(mu, logvar, log_scale).item() == pytest.approx(quadrature.sum().item(), rel=1e-9)
+
+
 @pytest.mark.parametrize("log_scale", [0.0, math.log(3.0), 2.0 * math.log(TAU0)], ids=["theta=1", "theta=3",
                                                                                        "theta=tau0^2"])
 def test_ghs_gamma_kl_matches_monte_carlo(log_scale):
     torch.manual_seed(1)
     mu = t([offset for offset, _ in LOGNORMAL_CASES]) + log_scale
     logvar = t([lv for _, lv in LOGNORMAL_CASES])
-    log_p = gamma_half_log_prob(log_scale)
-    estimate, se = monte_carlo_kl(D.LogNormal(mu, (0.5 * logvar).exp()), log_p)
-    quadrature = quadrature_lognormal_kl(mu, logvar, log_p)
-    for i in range(len(mu)):
-        value = lognormal_kl_gamma_half(mu[i:i + 1], logvar[i:i + 1], log_scale).item()
-        what = f"KL(LN({mu[i]:.4g}, e^{logvar[i]:.3g}) || G(1/2, e^{log_scale:.4g}))"
-        assert_within_standard_errors(value, estimate[i].item(), se[i].item(), what)
-        assert value == pytest.approx(quadrature[i].item(), rel=1e-9, abs=1e-9), what
-    assert lognormal_kl_gamma_half(mu, logvar, log_scale).item() == pytest.approx(quadrature.sum().item(), rel=1e-9)
+    check_lognormal_kl(lognormal_kl_gamma_half, mu, logvar, log_scale, gamma_half_log_prob(log_scale), "G")
 
 
 @pytest.mark.parametrize("log_scale", [0.0, math.log(2.5), math.log(1e-3)], ids=["b=1", "b=2.5", "b=1e-3"])
@@ -115,16 +119,7 @@ def test_ghs_invgamma_kl_matches_monte_carlo(log_scale):
     # E[1/s] = b/2 at the optimum of the inverse-Gamma term, so offsets are taken about log b + log 2.
     mu = -t([offset for offset, _ in LOGNORMAL_CASES]) + log_scale
     logvar = t([lv for _, lv in LOGNORMAL_CASES])
-    log_p = invgamma_half_log_prob(log_scale)
-    estimate, se = monte_carlo_kl(D.LogNormal(mu, (0.5 * logvar).exp()), log_p)
-    quadrature = quadrature_lognormal_kl(mu, logvar, log_p)
-    for i in range(len(mu)):
-        value = lognormal_kl_invgamma_half(mu[i:i + 1], logvar[i:i + 1], log_scale).item()
-        what = f"KL(LN({mu[i]:.4g}, e^{logvar[i]:.3g}) || IG(1/2, e^{log_scale:.4g}))"
-        assert_within_standard_errors(value, estimate[i].item(), se[i].item(), what)
-        assert value == pytest.approx(quadrature[i].item(), rel=1e-9, abs=1e-9), what
-    assert lognormal_kl_invgamma_half(mu, logvar, log_scale).item() == pytest.approx(quadrature.sum().item(),
-                                                                                     rel=1e-9)
+    check_lognormal_kl(lognormal_kl_invgamma_half, mu, logvar, log_scale, invgamma_half_log_prob(log_scale), "IG")
 
 
 @pytest.mark.parametrize("tau0", [TAU0, 1e-3, 0.5])
