@@ -331,3 +331,18 @@ def test_elbo_loss_backpropagates_finite_gradients_into_every_parameter(name):
         assert parameter.grad is not None, f"{parameter_name} gets no gradient"
         assert torch.isfinite(parameter.grad).all(), f"{parameter_name} has a non-finite gradient"
         assert parameter.grad.abs().max() > 0, f"{parameter_name} has an all-zero gradient"
+
+
+def test_authors_deterministic_mode_uses_post_weight_mu():
+    """example.py: compute_posterior_params(), overwrite post_weight_mu with rounded weights, deterministic=True."""
+    torch.manual_seed(0)
+    layer = Conv2dGroupNJ(2, 4, 3).eval()
+    x = torch.randn(5, 2, 8, 8)
+    mean, variance = layer.compute_posterior_params()
+    assert torch.equal(mean, layer.post_weight_mu) and torch.equal(variance, layer.post_weight_var)
+    layer.deterministic = True
+    assert torch.allclose(layer(x), F.conv2d(x, mean, layer.z_mu * layer.bias_mu), atol=1e-6)
+    layer.post_weight_mu = torch.zeros_like(mean)  # e.g. rounded weights
+    assert torch.allclose(layer(x), (layer.z_mu * layer.bias_mu).view(1, -1, 1, 1).expand(5, 4, 6, 6), atol=1e-6)
+    with pytest.raises(RuntimeError, match="eval"):
+        layer.train()(x)

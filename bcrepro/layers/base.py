@@ -66,6 +66,9 @@ class GroupScaleLayer(nn.Module):
     def __init__(self, clip_var: float | None = None):
         super().__init__()
         self.clip_var = clip_var
+        # The authors' deterministic mode: eval-only forward with ``post_weight_mu`` (set by
+        # ``compute_posterior_params`` and possibly overwritten with rounded weights, as their example.py does).
+        self.deterministic = False
 
     # ---- the family of q(z): implemented by GroupNJ / GroupHS --------------------------------------------------
     @property
@@ -119,6 +122,11 @@ class GroupScaleLayer(nn.Module):
             return self.z_mean() * self.bias_mu
         return self.bias_mu
 
+    def compute_posterior_params(self):
+        """The authors' name: (E[w], Var[w]), also kept as ``post_weight_mu`` / ``post_weight_var``."""
+        self.post_weight_mu, self.post_weight_var = self.posterior_mean(), self.marginal_variance()
+        return self.post_weight_mu, self.post_weight_var
+
     @torch.no_grad()
     def clip_variances(self) -> None:
         """Clamp weight and bias variances to at most ``clip_var`` (the authors clip after every optimiser step)."""
@@ -128,6 +136,10 @@ class GroupScaleLayer(nn.Module):
             self.bias_logvar.clamp_(max=bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deterministic:
+            if self.training:
+                raise RuntimeError("deterministic mode is for evaluation: call .eval() first")
+            return self.deterministic_forward(x, self.post_weight_mu, self.posterior_bias())
         if not self.training:
             return self.deterministic_forward(x, self.posterior_mean(), self.posterior_bias())
         z = self.sample_z(x.shape[0])
