@@ -38,6 +38,7 @@ from torch import nn
 
 from . import accounting
 from .layers import GroupScaleLayer
+from .models import PRUNABLE_TYPES
 
 Evaluate = Callable[[nn.Module], float]  # a network -> its error in percent on some split
 MAX_SIGNIFICAND_BITS = 23  # float32's significand; the authors' t runs over 1..23
@@ -194,13 +195,7 @@ def slim_block(weight: torch.Tensor, mask: LayerMask) -> torch.Tensor:
 
 
 # ---- the deterministic (plain) copy ---------------------------------------------------------------------------------
-def module_chain(net) -> list[nn.Module]:
-    """The net as one flat list of modules in forward order: features, flatten, classifier."""
-    return [*net.features, nn.Flatten(), *net.classifier]
-
-
 def _prunable_positions(chain) -> list[int]:
-    from .models import PRUNABLE_TYPES
     return [i for i, m in enumerate(chain) if isinstance(m, PRUNABLE_TYPES)]
 
 
@@ -234,7 +229,7 @@ def removed_unit_constants(net, masks: Sequence[LayerMask]) -> list[torch.Tensor
     flatten) map that 0 to a constant, ``relu(beta - gamma mu / sqrt(var + eps))`` after batch norm, 0 without it.
     Kept units and the last layer get 0.
     """
-    chain = module_chain(net)
+    chain = net.module_chain()
     positions = _prunable_positions(chain)
     device = layer_weight(chain[positions[0]]).device
     with eval_mode(net):

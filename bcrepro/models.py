@@ -66,6 +66,10 @@ class Net(nn.Module):
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
 
+    def module_chain(self) -> list[nn.Module]:
+        """Every module in forward order as one flat list, the flatten included (what compression and slimming walk)."""
+        return [*self.features, nn.Flatten(), *self.classifier]
+
     def prunable_layers(self) -> list[nn.Module]:
         """Linear and conv layers (dense or Bayesian) in forward order."""
         return [m for m in self.modules() if isinstance(m, PRUNABLE_TYPES)]

@@ -95,7 +95,7 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
 
     ``net``: the Bayesian net or its deterministic copy; ``masks``: one ``LayerMask`` per prunable layer.
     """
-    chain = C.module_chain(net)
+    chain = net.module_chain()
     layers = net.prunable_layers()
     if len(masks) != len(layers):
         raise ValueError(f"need one mask per prunable layer ({len(layers)}), got {len(masks)}")
