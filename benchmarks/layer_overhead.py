@@ -5,7 +5,9 @@
 One step = forward, backward (cross-entropy + KL / N for the Bayesian nets), Adam (the training loop's own),
 variance clipping, on the same
 batch. Steps of the variants are interleaved round-robin so machine noise hits all of them alike; the ratio of medians
-is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on CPU.
+is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on CPU. For LeNet-300-100 it also
+prints the floor: the time of the matmuls and normal draws that exact local reparameterisation with one z per
+example cannot avoid, over the dense step.
 """
 from __future__ import annotations
 
@@ -48,6 +50,11 @@ def make_step(arch: str, method_name: str, batch: int):
 
 def measure(arch: str, batch: int, repeats: int) -> dict[str, float]:
     steps = {name: make_step(arch, name, batch) for name in ("dense", "bc-gnj", "bc-ghs")}
+    return dict(zip(steps, interleaved_medians(steps, repeats)))
+
+
+def interleaved_medians(steps: dict, repeats: int) -> list[float]:
+    """Median seconds of each step, the steps run round-robin so that machine noise hits all alike."""
     for step in steps.values():
         for _ in range(5):
             step()
@@ -57,7 +64,24 @@ def measure(arch: str, batch: int, repeats: int) -> dict[str, float]:
             tic = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - tic)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return [statistics.median(t) for t in times.values()]
+
+
+def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10))):
+    """Only the work exact local reparameterisation cannot avoid in a LeNet-300-100 step: per layer two forward matmuls
+    (mean and variance), two weight-gradient and two input-gradient matmuls (z needs its gradient, even in the first
+    layer), and the normal draws for z and for the output noise; no elementwise work, no KL, no optimiser."""
+    tensors = [(torch.randn(batch, n_in), torch.randn(n_out, n_in), torch.randn(batch, n_out)) for n_in, n_out in shapes]
+
+    def step():
+        for x, w, g in tensors:
+            torch.randn(batch, x.shape[1])
+            torch.randn(batch, w.shape[0])
+            for _ in range(2):
+                x @ w.t()
+                g.t() @ x
+                g @ w
+    return step
 
 
 def main() -> None:
@@ -73,6 +97,11 @@ def main() -> None:
         med = measure(arch, args.batch, args.repeats)
         print(f"{arch:10s} {1e3 * med['dense']:9.2f} {1e3 * med['bc-gnj']:8.2f} {1e3 * med['bc-ghs']:8.2f} "
               f"{med['bc-gnj'] / med['dense']:10.2f} {med['bc-ghs'] / med['dense']:10.2f}")
+        if arch == "lenet300":
+            floor, dense = interleaved_medians({"floor": lrt_floor_step(args.batch),
+                                                "dense": make_step(arch, "dense", args.batch)}, args.repeats)
+            print(f"{'':10s} floor of exact local reparameterisation (matmuls + normal draws only): "
+                  f"{1e3 * floor:.2f} ms = {floor / dense:.2f}x the dense step")
 
 
 if __name__ == "__main__":
