@@ -170,6 +170,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
         log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, config.epochs)
 
     n_train = len(data.train_y)
+    group_layers = net.group_layers()
     check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -202,7 +203,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for layer in net.group_layers():
+            for layer in group_layers:
                 layer.clip_variances()
             with torch.no_grad():
                 batch = len(yb)
