@@ -89,15 +89,18 @@ def kl_weight(warmup_epochs: float, epoch_progress: float) -> float:
 
 
 @torch.no_grad()
-def error_rate(net: Net, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
-    """Test error in percent of ``net`` in eval mode (posterior-mean weights for Bayesian layers)."""
+def error_rate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Test error in percent of ``net`` in eval mode (posterior-mean weights for Bayesian layers).
+
+    The count stays on the device until the end, like the training loop's sums (one read, not one per batch).
+    """
     was_training = net.training
     net.eval()
-    wrong = 0
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for xb, yb in minibatches(x, y, batch_size, shuffle=False):
-        wrong += (net(xb).argmax(1) != yb).sum().item()
+        wrong += (net(xb).argmax(1) != yb).sum()
     net.train(was_training)
-    return 100.0 * wrong / max(1, len(y))
+    return 100.0 * wrong.item() / max(1, len(y))
 
 
 def make_optimizer(net: Net, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
