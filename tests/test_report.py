@@ -1,0 +1,234 @@
+"""The aggregated table: hand-written run directories in, means/stds and the paper's numbers out."""
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from bcrepro import paper, report
+
+LENET300_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200
+LENET5_WEIGHTS = 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10  # 430,500
+
+
+def write_run(root, arch, method, seed, speed=None, **overrides):
+    """A metrics.json as `bcrepro compress` writes it, with the numbers a test cares about overridden."""
+    metrics = {
+        "arch": arch, "method": method, "seed": seed, "dataset": "mnist",
+        "error_pct": 1.0, "error_pruned_pct": 1.1, "error_quantized_pct": 1.2,
+        "total_weights": LENET300_WEIGHTS, "nonzero_weights": LENET300_WEIGHTS // 10,
+        "compression_pruning": 10.0, "compression_precision": 40.0, "compression_max": 60.0,
+        "bits": [8, 9, 14], "architecture": [278, 98, 13], "train_seconds": 12.5, "mlflow_run_id": None,
+        "exponent_bits": 3,  # one of the keys the table ignores
+    }
+    metrics.update(overrides)
+    run_dir = root / arch / method / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if speed is not None:
+        (run_dir / "speed.json").write_text(json.dumps(speed))
+    return run_dir
+
+
+def row_of(table, arch, method):
+    rows = table[(table["arch"] == arch) & (table["method"] == method)]
+    assert len(rows) == 1, f"expected one row for ({arch}, {method}), found {len(rows)}"
+    return rows.iloc[0]
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    # two seeds of LeNet-300-100 GNJ, numbers chosen to make mean and std easy by hand
+    write_run(root, "lenet300", "bc-gnj", 0, error_pct=1.8, compression_pruning=9.0, compression_precision=30.0,
+              compression_max=50.0, nonzero_weights=26620, architecture=[278, 98, 13])
+    write_run(root, "lenet300", "bc-gnj", 1, error_pct=2.2, compression_pruning=11.0, compression_precision=40.0,
+              compression_max=70.0, nonzero_weights=53240, architecture=[280, 101, 14])
+    write_run(root, "lenet300", "dense", 0, error_pct=1.7, error_pruned_pct=1.7, error_quantized_pct=None,
+              nonzero_weights=LENET300_WEIGHTS, compression_pruning=1.0, compression_precision=None,
+              compression_max=1.0, bits=None, architecture=[784, 300, 100])
+    write_run(root, "lenet5", "bc-ghs", 0, dataset="fashion_mnist", error_pct=1.25, total_weights=LENET5_WEIGHTS,
+              nonzero_weights=2751, compression_pruning=150.0, compression_precision=400.0, compression_max=700.0,
+              bits=[10, 10, 14, 13], architecture=[5, 10, 76, 16],
+              speed=[
+                  {"variant": "original", "device": "cpu", "batch": 64, "median_ms": 10.0, "iqr_ms": 1.0},
+                  {"variant": "slim", "device": "cpu", "batch": 64, "median_ms": 5.0, "iqr_ms": 0.5},
+                  {"variant": "original", "device": "cpu", "batch": 8192, "median_ms": 120.0, "iqr_ms": 3.0},
+                  {"variant": "masked", "device": "cpu", "batch": 8192, "median_ms": 119.0, "iqr_ms": 3.0},
+                  {"variant": "slim", "device": "cpu", "batch": 8192, "median_ms": 30.0, "iqr_ms": 1.0},
+                  {"variant": "original", "device": "cuda", "batch": 8192, "median_ms": 2.0, "iqr_ms": 0.1},
+              ])
+    write_run(root, "lenet300", "l0-hc", 0)  # a method the paper does not have
+    return root
+
+
+def test_load_runs_reads_one_row_per_metrics_file(runs_dir):
+    runs = report.load_runs(runs_dir)
+    assert len(runs) == 5
+    assert list(runs.columns) == report.RUN_COLUMNS
+    gnj = runs[(runs["method"] == "bc-gnj")]
+    assert list(gnj["seed"]) == [0, 1]
+    assert list(gnj["bits"]) == ["8-9-14", "8-9-14"]
+    assert list(gnj["architecture"]) == ["278-98-13", "280-101-14"]
+    dense = runs[runs["method"] == "dense"].iloc[0]
+    assert dense["bits"] == ""
+    assert math.isnan(dense["compression_precision"]) and math.isnan(dense["error_quantized_pct"])
+
+
+def test_load_runs_of_an_empty_directory_has_the_columns(tmp_path):
+    runs = report.load_runs(tmp_path)
+    assert runs.empty and list(runs.columns) == report.RUN_COLUMNS
+    assert report.comparison_table(runs).empty
+    assert list(report.comparison_table(runs).columns) == report.TABLE_COLUMNS
+
+
+def test_two_seeds_give_mean_and_sample_std(runs_dir):
+    row = row_of(report.comparison_table(report.load_runs(runs_dir)), "lenet300", "bc-gnj")
+    assert row["n_seeds"] == 2 and row["dataset"] == "mnist"
+    # by hand: mean (1.8 + 2.2) / 2 = 2.0; sample std sqrt((0.2^2 + 0.2^2) / 1) = 0.2 * sqrt(2)
+    assert row["error_pct_mean"] == pytest.approx(2.0)
+    assert row["error_pct_std"] == pytest.approx(0.2 * math.sqrt(2))
+    assert row["compression_pruning_mean"] == pytest.approx(10.0)
+    assert row["compression_pruning_std"] == pytest.approx(math.sqrt(2))
+    assert row["compression_precision_mean"] == pytest.approx(35.0)
+    assert row["compression_precision_std"] == pytest.approx(5 * math.sqrt(2))
+    assert row["compression_max_mean"] == pytest.approx(60.0)
+    assert row["nonzero_pct_mean"] == pytest.approx(15.0)  # 10 % and 20 % of the weights
+    assert row["bits"] == "8-9-14"
+    # paper Table 1: 1.8 % error, 9(36), 58
+    assert row["paper_error_pct"] == 1.8 and row["paper_compression_pruning"] == 9
+    assert row["diff_error_pct"] == pytest.approx(0.2)
+    assert row["diff_compression_pruning"] == pytest.approx(1.0)
+    assert row["diff_compression_precision"] == pytest.approx(-1.0)
+
+
+def test_dense_row_holds_the_original_error_and_nan_std(runs_dir):
+    row = row_of(report.comparison_table(report.load_runs(runs_dir)), "lenet300", "dense")
+    assert row["n_seeds"] == 1 and math.isnan(row["error_pct_std"])
+    assert row["paper_error_pct"] == paper.ORIGINAL_ERROR_PCT["lenet300"] == 1.6
+    assert row["paper_compression_pruning"] == 1.0
+    assert math.isnan(row["compression_precision_mean"]) and math.isnan(row["diff_compression_precision"])
+    assert row["diff_error_pct"] == pytest.approx(0.1)
+    assert row["nonzero_pct_mean"] == pytest.approx(100.0)
+
+
+def test_speedup_is_original_over_slim_at_the_largest_batch(runs_dir):
+    runs = report.load_runs(runs_dir)
+    ghs = runs[runs["method"] == "bc-ghs"].iloc[0]
+    assert ghs["speedup_cpu"] == pytest.approx(120.0 / 30.0)
+    assert math.isnan(ghs["speedup_cuda"])  # no slim timing on the GPU
+    assert math.isnan(runs[runs["method"] == "dense"].iloc[0]["speedup_cpu"])  # no speed.json at all
+    assert row_of(report.comparison_table(runs), "lenet5", "bc-ghs")["speedup_cpu_mean"] == pytest.approx(4.0)
+
+
+def test_lenet5_ghs_sits_beside_the_papers_156_419(runs_dir):
+    runs = report.load_runs(runs_dir)
+    row = row_of(report.comparison_table(runs), "lenet5", "bc-ghs")
+    assert (row["paper_error_pct"], row["paper_compression_pruning"], row["paper_compression_precision"]) == \
+        (1.0, 156, 419)
+    assert row["paper_compression_max"] == 771 and row["paper_nonzero_pct"] == 0.6
+    assert row["paper_bits"] == "10-10-14-13" and not row["paper_starred"]
+    assert row["dataset"] == "fashion_mnist" and row["paper_dataset"] == "mnist"
+    architectures = row_of(report.architecture_table(runs), "lenet5", "bc-ghs")
+    assert architectures["paper"] == "5-10-76-16"
+    assert architectures["original"] == "20-50-800-500"
+    assert architectures["measured"] == architectures["measured_mean"] == "5-10-76-16"
+
+
+def test_method_unknown_to_the_paper_has_nan_paper_columns_and_sorts_last(runs_dir):
+    runs = report.load_runs(runs_dir)
+    table = report.comparison_table(runs)
+    row = row_of(table, "lenet300", "l0-hc")
+    for column in ["paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
+                   "paper_compression_max", "paper_nonzero_pct", "diff_error_pct", "diff_compression_pruning"]:
+        assert math.isnan(row[column]), column
+    assert row["paper_bits"] == "" and row["paper_dataset"] == ""
+    assert row_of(report.architecture_table(runs), "lenet300", "l0-hc")["paper"] == ""
+    assert list(zip(table["arch"], table["method"])) == [
+        ("lenet300", "dense"), ("lenet300", "bc-gnj"), ("lenet300", "l0-hc"), ("lenet5", "bc-ghs")]
+
+
+def test_seeds_with_different_architectures_are_listed_and_averaged(runs_dir):
+    row = row_of(report.architecture_table(report.load_runs(runs_dir)), "lenet300", "bc-gnj")
+    assert row["n_seeds"] == 2
+    assert row["measured"] == "278-98-13; 280-101-14"
+    assert row["measured_mean"] == "279-100-14"  # 99.5 and 13.5 round half up
+    assert row["original"] == "784-300-100" and row["paper"] == "278-98-13"
+
+
+def test_malformed_metrics_json_names_the_file(tmp_path):
+    run_dir = write_run(tmp_path, "lenet5", "dns", 0)
+    (run_dir / "metrics.json").write_text('{"arch": "lenet5", ')
+    with pytest.raises(ValueError, match=r"lenet5/dns/seed0/metrics\.json"):
+        report.load_runs(tmp_path)
+
+
+def test_metrics_json_without_a_required_key_names_file_and_key(tmp_path):
+    run_dir = write_run(tmp_path, "lenet5", "dns", 0)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    del metrics["compression_max"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match=r"seed0/metrics\.json lacks required key\(s\) \['compression_max'\]"):
+        report.load_runs(tmp_path)
+
+
+def test_write_tables_writes_csv_md_and_tex_with_every_row(runs_dir, tmp_path):
+    out = tmp_path / "results"
+    paths = report.write_tables(report.load_runs(runs_dir), out)
+    assert [p.name for p in paths] == ["table.csv", "table.md", "table.tex", "architectures.csv", "architectures.md"]
+    assert all(p.exists() for p in paths)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    csv = pd.read_csv(out / "table.csv")
+    assert len(csv) == 4 and {"paper_error_pct", "paper_compression_pruning", "n_seeds"} <= set(csv.columns)
+
+    md = (out / "table.md").read_text()
+    md_rows = [line for line in md.splitlines() if line.startswith("| lenet")]
+    assert len(md_rows) == 4
+    ghs = next(line for line in md_rows if "bc-ghs" in line)
+    assert "| 156 |" in ghs and "| 419 |" in ghs and "| 771 |" in ghs and "10-10-14-13" in ghs
+    assert "1.25 ± –" in ghs  # one seed: no std
+    gnj = next(line for line in md_rows if "bc-gnj" in line)
+    assert "2.00 ± 0.28" in gnj
+    assert "best-case guess" in md and "MNIST" in md
+
+    tex = (out / "table.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"fashion\_mnist" in tex and "fashion_mnist" not in tex
+    assert sum(line.endswith(r"\\") for line in tex.splitlines()) == 1 + 4  # header + rows
+
+    architectures = (out / "architectures.md").read_text()
+    assert "| lenet5 | bc-ghs | 1 | 20-50-800-500 | 5-10-76-16 | 5-10-76-16 | 5-10-76-16 |" in architectures
+
+
+def test_starred_paper_figures_are_marked_in_markdown(tmp_path):
+    write_run(tmp_path, "lenet5", "sws", 0, compression_precision=None, bits=[3])
+    md = report.comparison_markdown(report.comparison_table(report.load_runs(tmp_path)))
+    assert "| 100* |" in md  # SWS's pruning-only 100x is the authors' best-case guess
+
+
+def test_paper_has_table2_architectures():
+    assert paper.PAPER_ARCHITECTURES[("lenet300", "bc-gnj")] == [278, 98, 13]
+    assert paper.paper_architecture("lenet300", "bc-ghs") == [311, 86, 14]
+    for method in ("bc-gnj", "bc-ghs"):
+        assert len(paper.PAPER_ARCHITECTURES[("vgg16", method)]) == len(paper.ORIGINAL_ARCHITECTURE["vgg16"]) == 15
+    for (arch, method), architecture in paper.PAPER_ARCHITECTURES.items():
+        assert all(kept <= units for kept, units in zip(architecture, paper.ORIGINAL_ARCHITECTURE[arch], strict=True))
+
+
+def test_paper_bits_have_one_width_or_one_per_layer():
+    for (arch, method), row in paper.PAPER_RESULTS.items():
+        assert row.bits is None or len(row.bits) in (1, len(paper.ORIGINAL_ARCHITECTURE[arch])), (arch, method)
+    assert paper.paper_row("lenet300", "sws").bits == [3] and paper.paper_row("lenet300", "sws").starred
+    assert paper.paper_row("lenet300", "dc").compression_pruning is None
+    assert paper.paper_row("vgg16", "dc") is None
+
+
+def test_paper_lenet300_gnj_rates_follow_from_its_table2_architecture():
+    # reference-bc.md §2.8: FC weights = kept inputs x kept inputs of the next layer (10 outputs at the end)
+    kept = paper.paper_architecture("lenet300", "bc-gnj") + [10]
+    layer_weights = [a * b for a, b in zip(kept[:-1], kept[1:])]
+    row = paper.paper_row("lenet300", "bc-gnj")
+    assert math.floor(LENET300_WEIGHTS / sum(layer_weights)) == row.compression_pruning == 9
+    stored_bits = sum(n * b for n, b in zip(layer_weights, row.bits))
+    assert math.floor(32 * LENET300_WEIGHTS / stored_bits) == row.compression_precision == 36
