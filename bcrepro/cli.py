@@ -2,7 +2,12 @@
 
     bcrepro train --arch lenet300 --method bc-gnj --dataset mnist --data-root data --seed 0 --out runs/gnj
     bcrepro compress --run runs/gnj
+    bcrepro speedup --run runs/gnj
     bcrepro methods
+
+Workflow verbs (each one Snakemake rule): ``stage`` (check or download a data set), ``mlflow-init`` (create the store
+once), ``table`` and ``figures`` (aggregate ``results/runs``), ``mlflow-import`` (replay deferred runs into the store).
+Run-level verbs log to MLflow with ``--mlflow-uri URI [--mlflow-mode direct|deferred]`` (``bcrepro.tracking``).
 
 Errors (unknown names, bad parameters, missing data, a diverging loss) print one line naming the problem and exit
 with status 1 (2 for command-line usage errors); no output file is left half-written. ``--max-minutes`` stops a
@@ -20,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import compression, data, models, slim
+from . import compression, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train, write_json
 
@@ -32,6 +37,9 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 COMPRESSED_FILE = "compressed.npz"
 SLIM_FILE = "slim.pt"
+POSTERIOR_FILE = "posterior.npz"
+SPEED_FILE = "speed.json"
+DEFAULT_EXPERIMENT = "bcrepro"
 # The validation hold-out (and synthetic data) do not depend on the training seed: every run sees the same split.
 DATA_SEED = 0
 
@@ -64,6 +72,41 @@ def read_params_file(path: str | None) -> dict:
     if not isinstance(loaded, dict):
         raise UsageError(f"--params file {path} must hold a mapping of hyper-parameter names to values")
     return loaded
+
+
+def read_params_json(text: str | None) -> dict:
+    """Hyper-parameter overrides given inline as a JSON object (the workflow passes each cell's config this way)."""
+    if not text:
+        return {}
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--params-json is not valid JSON ({err}): {text[:200]}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--params-json must be a JSON object of hyper-parameter names to values, got {text[:200]}")
+    return loaded
+
+
+def scale_epochs(params: dict, scale: float) -> dict:
+    """Multiply the epoch budget (and the KL warm-up with it) by ``scale``; at least one epoch."""
+    if not scale > 0:
+        raise UsageError(f"--epoch-scale must be > 0, got {scale}")
+    if scale == 1.0:
+        return params
+    scaled = dict(params, epochs=max(1, round(params["epochs"] * scale)))
+    if "kl_warmup_epochs" in params:
+        scaled["kl_warmup_epochs"] = params["kl_warmup_epochs"] * scale
+    return scaled
+
+
+def cell_run(args, run: dict, out: Path) -> tracking.CellRun:
+    """The MLflow run of this (arch, method, seed), opened or continued by this job."""
+    mode = args.mlflow_mode or ("direct" if args.mlflow_uri else "off")
+    if mode == "direct" and not args.mlflow_uri:
+        raise UsageError("--mlflow-mode direct needs --mlflow-uri (e.g. sqlite:///results/mlflow.db)")
+    cell = {key: run[key] for key in ("arch", "method", "seed", "dataset")}
+    return tracking.CellRun(out, uri=args.mlflow_uri, experiment=args.mlflow_experiment, mode=mode,
+                            rule=args.rule or args.verb, cell=cell)
 
 
 def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
@@ -101,12 +144,24 @@ def init_from_dense(net: models.Net, path: Path) -> None:
             (target.bias_mu if bayesian else target.bias).copy_(source.bias)
 
 
+def epoch_metrics(record: dict) -> dict:
+    """The per-epoch values MLflow plots while a run trains (groups kept as a fraction, per layer and overall)."""
+    metrics = {key: record[key] for key in ("loss", "cross_entropy", "kl", "kl_weight", "lr", "train_error_pct",
+                                            "test_error_pct", "seconds")}
+    groups = record.get("groups_kept") or []
+    for i, (kept, total) in enumerate(groups):
+        metrics[f"groups_kept_fraction.layer{i}"] = kept / total
+    if groups:
+        metrics["groups_kept_fraction"] = sum(k for k, _ in groups) / sum(t for _, t in groups)
+    return metrics
+
+
 def cmd_train(args) -> None:
     method = get_method(args.method)
-    overrides = read_params_file(args.params)
+    overrides = {**read_params_file(args.params), **read_params_json(args.params_json)}
+    params = scale_epochs(method.params_for(args.arch, overrides), args.epoch_scale)
     if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    params = method.params_for(args.arch, overrides)
+        params["epochs"] = args.epochs
     device = resolve_device(args.device)
     out = Path(args.out)
     run = {"arch": args.arch, "method": args.method, "dataset": args.dataset, "seed": args.seed,
@@ -135,27 +190,40 @@ def cmd_train(args) -> None:
              splits.name, len(splits.train_y), len(splits.val_y), len(splits.test_y), device, config)
     tic = time.perf_counter()
     time_limit = None if args.max_minutes is None else 60.0 * args.max_minutes
-    history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept,
-                    time_limit_s=time_limit)
-    train_seconds = sum(record["seconds"] for record in history)
-    torch.save(net.state_dict(), out / MODEL_FILE)
-    write_json(history, out / HISTORY_FILE)
-    write_json({**run, "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - tic}, run_path)
+    with cell_run(args, run, out) as tracker:
+        tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **params})
+        history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept,
+                        time_limit_s=time_limit,
+                        on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
+        train_seconds = sum(record["seconds"] for record in history)
+        torch.save(net.state_dict(), out / MODEL_FILE)
+        write_json(history, out / HISTORY_FILE)
+        write_json({**run, "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - tic,
+                    "mlflow_run_id": tracker.run_id}, run_path)
+        tracker.log_metrics({"train_seconds": train_seconds})
+        tracker.log_artifact(out / MODEL_FILE, "state_dicts")
+        tracker.log_artifact(out / HISTORY_FILE)
     log.info("saved %s (%.1f s of training)", out / MODEL_FILE, train_seconds)
 
 
-def cmd_compress(args) -> None:
-    out = Path(args.run)
+def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits, models.Net]:
+    """A finished run directory's settings, data and trained network (eval mode, on ``device``)."""
     run_path, model_path = out / RUN_FILE, out / MODEL_FILE
     if not run_path.exists() or not model_path.exists():
         raise UsageError(f"{out} is not a finished training run (needs {RUN_FILE} and {MODEL_FILE}); "
                          f"run `bcrepro train ... --out {out}` first")
     run = json.loads(run_path.read_text())
-    device = resolve_device(args.device)
     splits = load_dataset_for_run(run, device)
     net = build_net(run["arch"], run["method"], run["params"], splits)
     net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
     net.to(device).eval()
+    return run, splits, net
+
+
+def cmd_compress(args) -> None:
+    out = Path(args.run)
+    device = resolve_device(args.device)
+    run, splits, net = load_trained(out, device)
     validation = (lambda module: error_rate(module, splits.val_x, splits.val_y)) if len(splits.val_y) else None
     result = compression.compress(net, run["params"].get("thresholds"), validation,
                                   lambda module: error_rate(module, splits.test_x, splits.test_y))
@@ -168,14 +236,25 @@ def cmd_compress(args) -> None:
         slim.save_slim(slim.slim_net(deployable, result.masks), out / SLIM_FILE)
     except ValueError as err:  # a pruned batch-normed channel before a padded conv (VGG): a later issue
         log.warning("no slimmed export for this run: %s", err)
-    metrics = {
-        "arch": run["arch"], "method": run["method"], "seed": run["seed"], "dataset": run["dataset"],
-        **result.metrics,
-        "compressed_bytes": compressed_bytes,
-        "mlflow_run_id": run.get("mlflow_run_id"),
-        "train_seconds": run.get("train_seconds"),
-    }
-    write_json(metrics, out / METRICS_FILE)
+    if net.group_layers():
+        compression.save_posterior(out / POSTERIOR_FILE, net, result.thresholds, result.masks)
+    with cell_run(args, run, out) as tracker:
+        metrics = {
+            "arch": run["arch"], "method": run["method"], "seed": run["seed"], "dataset": run["dataset"],
+            **result.metrics,
+            "compressed_bytes": compressed_bytes,
+            "mlflow_run_id": tracker.run_id or run.get("mlflow_run_id"),
+            "train_seconds": run.get("train_seconds"),
+        }
+        write_json(metrics, out / METRICS_FILE)
+        tracker.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))
+                             and not isinstance(value, bool) and key != "seed"})
+        tracker.log_params({"thresholds.rule": metrics["thresholds"].get("rule"),
+                            "architecture": "-".join(map(str, metrics["architecture"])),
+                            "bits": "-".join(map(str, metrics["bits"] or [])) or "none"})
+        for name in (METRICS_FILE, COMPRESSED_FILE, SLIM_FILE, POSTERIOR_FILE):
+            if (out / name).exists():
+                tracker.log_artifact(out / name, "compressed" if name != METRICS_FILE else None)
     precision_rate = metrics["compression_precision"]
     log.info("wrote %s: error %.2f%% -> pruned %.2f%% -> quantized %s; architecture %s; bits %s; "
              "compression %.1fx after pruning, %s after precision reduction", out / METRICS_FILE,
@@ -185,9 +264,100 @@ def cmd_compress(args) -> None:
              "n/a" if precision_rate is None else f"{precision_rate:.1f}x")
 
 
+def cmd_speedup(args) -> None:
+    out = Path(args.run)
+    metrics_path = out / METRICS_FILE
+    if not metrics_path.exists():
+        raise UsageError(f"{out} has no {METRICS_FILE}; run `bcrepro compress --run {out}` first")
+    device = resolve_device(args.device)
+    run, splits, net = load_trained(out, torch.device("cpu"))
+    thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
+    masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
+    with compression.eval_mode(net):
+        variants = {"original": compression.deterministic_net(net, compression.full_masks(net)),
+                    "masked": compression.deterministic_net(net, masks)}
+        variants["slim"] = slim.slim_net(variants["masked"], masks)
+    records = speed.measure(variants, splits.input_shape, args.batch_sizes, device, repeats=args.repeats,
+                            warmup=args.warmup, threads=args.threads)
+    write_json(records, out / SPEED_FILE)
+    gains = speed.speedups(records)
+    with cell_run(args, run, out) as tracker:
+        tracker.log_metrics({f"speedup.{g['variant']}.{g['device']}.batch{g['batch']}": g["speedup"] for g in gains
+                             if g["variant"] != "original"})
+        tracker.log_artifact(out / SPEED_FILE)
+    for g in gains:
+        if g["variant"] == "slim":
+            log.info("slim vs original on %s at batch %d: %.2fx", g["device"], g["batch"], g["speedup"])
+
+
+def cmd_stage(args) -> None:
+    """Make sure a data set is there (downloading it when allowed) before any job needs it; write a stamp file."""
+    splits = data.load_dataset(args.dataset, data_root=args.data_root, download=not args.no_download)
+    stamp = {"dataset": args.dataset, "data_root": str(Path(args.data_root).resolve()),
+             "train": len(splits.train_y), "test": len(splits.test_y), "input_shape": list(splits.input_shape),
+             "preprocessing": splits.preprocessing}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, Path(args.out))
+    log.info("%s is ready under %s: %d training and %d test images", args.dataset, args.data_root,
+             stamp["train"], stamp["test"])
+
+
+def cmd_mlflow_init(args) -> None:
+    experiment_id = tracking.init_store(args.mlflow_uri, args.mlflow_experiment, Path(args.artifacts).resolve())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_json({"uri": args.mlflow_uri, "experiment": args.mlflow_experiment, "experiment_id": experiment_id,
+                "artifact_location": str(Path(args.artifacts).resolve())}, Path(args.out))
+    log.info("MLflow store %s ready, experiment %r (id %s)", args.mlflow_uri, args.mlflow_experiment, experiment_id)
+
+
+def cmd_mlflow_import(args) -> None:
+    run_ids = tracking.import_deferred(Path(args.runs), args.mlflow_uri, args.mlflow_experiment,
+                                       Path(args.artifacts).resolve())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_json({"uri": args.mlflow_uri, "experiment": args.mlflow_experiment, "run_ids": run_ids}, Path(args.out))
+    log.info("imported %d deferred run(s) into %s", len(run_ids), args.mlflow_uri)
+
+
+def cmd_table(args) -> None:
+    from . import report  # pandas is only needed here
+    runs = report.load_runs(Path(args.runs))
+    if runs.empty:
+        raise UsageError(f"no {METRICS_FILE} found under {args.runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
+    for path in report.write_tables(runs, Path(args.out)):
+        log.info("wrote %s", path)
+
+
+def cmd_figures(args) -> None:
+    from . import plots, report  # matplotlib, seaborn and pandas are only needed here
+    runs_dir, figures_dir = Path(args.runs), Path(args.out)
+    runs = report.load_runs(runs_dir)
+    if runs.empty:
+        raise UsageError(f"no {METRICS_FILE} found under {args.runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
+    written = plots.all_figures(runs, runs_dir, figures_dir)
+    log.info("wrote %d figures under %s", len(written), figures_dir)
+    for run_dir in sorted(p.parent for p in runs_dir.glob(f"*/*/seed*/{METRICS_FILE}")):
+        arch, method, seed = run_dir.relative_to(runs_dir).parts
+        run_figures = figures_dir / "runs" / arch / method / seed
+        if not (run_dir / RUN_FILE).exists() or not run_figures.is_dir():
+            continue
+        with cell_run(args, json.loads((run_dir / RUN_FILE).read_text()), run_dir) as tracker:
+            tracker.log_artifact(run_figures, "figures")
+
+
 def cmd_methods(args) -> None:
     for name, method in sorted(METHODS.items()):
         print(f"{name:10s} {method.description} (architectures: {', '.join(sorted(method.hyperparameters))})")
+
+
+def add_tracking_args(parser: argparse.ArgumentParser, required_uri: bool = False) -> None:
+    parser.add_argument("--mlflow-uri", required=required_uri,
+                        help="tracking URI (sqlite:///results/mlflow.db or http://host:port); none = no tracking")
+    parser.add_argument("--mlflow-experiment", default=DEFAULT_EXPERIMENT, help="experiment name; default bcrepro")
+    if not required_uri:
+        parser.add_argument("--mlflow-mode", choices=tracking.MODES,
+                            help="direct (log live), deferred (write tracking.jsonl for mlflow-import) or off; "
+                                 "default direct when --mlflow-uri is given, else off")
+        parser.add_argument("--rule", help="name of the workflow rule running this job (an MLflow tag)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -206,15 +376,61 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--init", help="a dense run's model.pt to start from")
     p.add_argument("--params", help="YAML file of hyper-parameter overrides for this method")
+    p.add_argument("--params-json", help="hyper-parameter overrides as a JSON object (applied after --params)")
+    p.add_argument("--epoch-scale", type=float, default=1.0,
+                   help="multiply the configured epochs and KL warm-up by this (at least 1 epoch); default 1")
     p.add_argument("--max-minutes", type=float,
                    help="stop after the epoch that ends past this wall time, exit 3; rerunning resumes")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model, history)")
+    add_tracking_args(p)
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("compress", help="prune, reduce precision and account a trained run")
     p.add_argument("--run", required=True, help="a run directory written by `bcrepro train`")
     p.add_argument("--device", default="auto")
+    add_tracking_args(p)
     p.set_defaults(func=cmd_compress)
+
+    p = verbs.add_parser("speedup", help="time the original, masked and slimmed networks of a compressed run")
+    p.add_argument("--run", required=True, help="a run directory after `bcrepro compress`")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024, 8192])
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads during the measurement")
+    add_tracking_args(p)
+    p.set_defaults(func=cmd_speedup)
+
+    p = verbs.add_parser("stage", help="check (or download) a data set before the jobs that need it")
+    p.add_argument("--dataset", required=True, choices=sorted(data.DATASETS))
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--out", required=True, help="stamp file written when the data set is ready")
+    p.set_defaults(func=cmd_stage)
+
+    p = verbs.add_parser("mlflow-init", help="create the MLflow store and experiment once, before any job logs")
+    add_tracking_args(p, required_uri=True)
+    p.add_argument("--artifacts", required=True, help="folder for the experiment's artifacts")
+    p.add_argument("--out", required=True, help="stamp file")
+    p.set_defaults(func=cmd_mlflow_init)
+
+    p = verbs.add_parser("mlflow-import", help="replay deferred runs (tracking.jsonl) into the MLflow store")
+    p.add_argument("--runs", required=True, help="folder holding the run directories")
+    add_tracking_args(p, required_uri=True)
+    p.add_argument("--artifacts", required=True, help="folder for the experiment's artifacts")
+    p.add_argument("--out", required=True, help="stamp file")
+    p.set_defaults(func=cmd_mlflow_import)
+
+    p = verbs.add_parser("table", help="the comparison table and learned architectures beside the paper's")
+    p.add_argument("--runs", required=True, help="folder holding {arch}/{method}/seed{n}/metrics.json")
+    p.add_argument("--out", required=True, help="folder for table.{csv,md,tex} and architectures.{csv,md}")
+    p.set_defaults(func=cmd_table)
+
+    p = verbs.add_parser("figures", help="the seaborn figures of all runs (and each run's own, logged to MLflow)")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--out", required=True, help="figures folder")
+    add_tracking_args(p)
+    p.set_defaults(func=cmd_figures)
 
     p = verbs.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=cmd_methods)

@@ -704,3 +704,30 @@ def save_compressed(path: str | os.PathLike, net, masks: Sequence[LayerMask],
     with open(path, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return os.path.getsize(path)
+
+
+@torch.no_grad()
+def save_posterior(path: str | os.PathLike, net, thresholds: Sequence[float | None], masks: Sequence[LayerMask],
+                   n_weight_layers: int = 2) -> None:
+    """Write ``posterior.npz``: what the figures need of a group-sparse posterior, without rebuilding the network.
+
+    Per prunable layer ``i``: ``statistic_{i}`` (the group statistic, float64; only for group layers),
+    ``threshold_{i}`` (NaN = keep all), ``in_mask_{i}``/``out_mask_{i}`` (after propagation), and for the first
+    ``n_weight_layers`` layers ``weight_{i}``, the test-time (posterior-mean) weights; plus ``statistic_label``.
+    """
+    arrays, labels = {}, set()
+    for i, (layer, statistic, threshold, mask) in enumerate(zip(net.prunable_layers(), group_statistics(net),
+                                                                  thresholds, masks)):
+        if statistic is not None:
+            arrays[f"statistic_{i}"] = statistic
+            labels.add(layer.statistic_label)
+        arrays[f"threshold_{i}"] = np.array(np.nan if _keeps_all(threshold) else float(threshold))
+        arrays[f"in_mask_{i}"] = mask.in_mask.cpu().numpy()
+        arrays[f"out_mask_{i}"] = mask.out_mask.cpu().numpy()
+        if i < n_weight_layers:
+            arrays[f"weight_{i}"] = layer_weight(layer).float().cpu().numpy()
+    arrays["statistic_label"] = np.array(" / ".join(sorted(labels)))
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    os.replace(tmp, path)

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,29 @@ def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, qu
         metrics["nonzero_weights"]
     splits = load_dataset("synthetic", validation_size=300)
     assert error_rate(slim_model, splits.test_x, splits.test_y) == pytest.approx(metrics["error_quantized_pct"])
+
+    # posterior.npz holds what the figures need: the statistics, thresholds and masks of this run.
+    net = models.build("lenet300", get_method(method).layer_factory("lenet300", get_method(method).params_for(
+        "lenet300", {"validation_size": 300})))
+    net.load_state_dict(torch.load(run / "model.pt", weights_only=True))
+    posterior = np.load(run / "posterior.npz")
+    chosen = metrics["thresholds"]["thresholds"]
+    for i, layer in enumerate(net.group_layers()):
+        statistic = layer.group_statistic().detach().double().numpy()
+        np.testing.assert_allclose(posterior[f"statistic_{i}"], statistic, rtol=1e-6)
+        assert posterior[f"in_mask_{i}"].sum() == kept[i]
+        if chosen[i] is not None:  # propagation only removes more: the statistic alone bounds the kept inputs
+            assert kept[i] <= (statistic < chosen[i]).sum()
+    assert posterior["weight_0"].shape == (300, 784) and posterior["weight_1"].shape == (100, 300)
+    assert str(posterior["statistic_label"]) == net.group_layers()[0].statistic_label
+
+    # The slimmed model's speed against the original, in the speed.json format of DESIGN.md.
+    done = bcrepro("speedup", "--run", run, "--batch-sizes", 1, 32, "--repeats", 3, "--warmup", 1)
+    assert done.returncode == 0, done.stderr
+    records = json.loads((run / "speed.json").read_text())
+    assert {(r["variant"], r["batch"]) for r in records} == {(v, b) for v in ("original", "masked", "slim")
+                                                             for b in (1, 32)}
+    assert all(r["device"] == "cpu" and r["median_ms"] > 0 and r["iqr_ms"] >= 0 for r in records)
 
 
 def test_dense_run_compresses_to_itself(tmp_path, quick_params):
@@ -120,3 +144,47 @@ def test_methods_lists_the_registry():
     assert done.returncode == 0
     for name in ("dense", "bc-gnj", "bc-ghs"):
         assert name in done.stdout
+
+
+def test_params_json_and_epoch_scale_set_the_budget(tmp_path):
+    run = tmp_path / "scaled"
+    done = bcrepro("train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "synthetic", "--seed", 0,
+                   "--params-json", json.dumps({"validation_size": 300, "epochs": 50, "kl_warmup_epochs": 20}),
+                   "--epoch-scale", 0.04, "--out", run)
+    assert done.returncode == 0, done.stderr
+    params = json.loads((run / "run.json").read_text())["params"]
+    assert params["epochs"] == 2 and params["kl_warmup_epochs"] == pytest.approx(0.8)
+    assert len(json.loads((run / "history.json").read_text())) == 2
+
+
+@pytest.mark.parametrize("params, scale, epochs, warmup", [
+    ({"epochs": 200, "kl_warmup_epochs": 20}, 0.03, 6, 0.6),
+    ({"epochs": 60, "kl_warmup_epochs": 0}, 0.03, 2, 0.0),   # 1.8 rounds to 2
+    ({"epochs": 10, "kl_warmup_epochs": 5}, 0.001, 1, 0.005),  # never below one epoch
+])
+def test_epoch_scale_multiplies_epochs_and_warm_up(params, scale, epochs, warmup):
+    scaled = cli.scale_epochs(params, scale)
+    assert scaled["epochs"] == epochs and scaled["kl_warmup_epochs"] == pytest.approx(warmup)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--params-json", "{not json"], "--params-json is not valid JSON"),
+    (["--params-json", "[1, 2]"], "must be a JSON object"),
+    (["--epoch-scale", "0"], "--epoch-scale must be > 0"),
+])
+def test_bad_inline_params_name_the_option(tmp_path, args, message):
+    done = bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic",
+                   "--out", tmp_path / "r", *args)
+    assert done.returncode == 1 and message in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_stage_writes_a_stamp_and_offline_missing_data_is_the_library_error(tmp_path):
+    done = bcrepro("stage", "--dataset", "synthetic", "--out", tmp_path / "synthetic.json")
+    assert done.returncode == 0, done.stderr
+    stamp = json.loads((tmp_path / "synthetic.json").read_text())
+    assert stamp["train"] == 2000 and stamp["test"] == 500 and stamp["input_shape"] == [1, 28, 28]
+    done = bcrepro("stage", "--dataset", "mnist", "--data-root", tmp_path / "empty", "--no-download",
+                   "--out", tmp_path / "mnist.json")
+    assert done.returncode == 1 and "dataset 'mnist' not found" in done.stderr
+    assert not (tmp_path / "mnist.json").exists()

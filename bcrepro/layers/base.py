@@ -62,6 +62,8 @@ class GroupScaleLayer(nn.Module):
 
     #: "in" when groups are input units (linear), "out" when they are output channels (conv).
     group_axis: str
+    #: How figures and reports name ``group_statistic()``.
+    statistic_label: str
 
     def __init__(self, clip_var: float | None = None):
         super().__init__()

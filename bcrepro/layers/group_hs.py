@@ -65,6 +65,8 @@ def printed_sa_kl(mu: torch.Tensor, logvar: torch.Tensor, tau0: float) -> torch.
 class GroupHS(GroupScaleLayer):
     """The horseshoe family of q(z); combined with a geometry below."""
 
+    statistic_label = "−E[log z²]"
+
     def _init_scales(self, n_groups: int, tau0: float, sa_kl: str) -> None:
         if sa_kl not in SA_KL_CHOICES:
             raise ValueError(f"sa_kl must be one of {SA_KL_CHOICES}, got {sa_kl!r}")

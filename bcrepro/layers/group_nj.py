@@ -41,6 +41,8 @@ def jeffreys_kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
 class GroupNJ(GroupScaleLayer):
     """The normal-Jeffreys family of q(z); combined with a geometry below."""
 
+    statistic_label = "log α"
+
     def _init_scales(self, n_groups: int) -> None:
         self.z_mu = nn.Parameter(torch.empty(n_groups).normal_(1.0, 1e-2))
         self.z_logvar = nn.Parameter(torch.empty(n_groups).normal_(-9.0, 1e-2))

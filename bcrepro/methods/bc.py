@@ -50,6 +50,7 @@ BC_GNJ = register(Method(
     description="Bayesian compression, group normal-Jeffreys prior (Louizos et al. 2017 §4.1)",
     layer_factory=_factory(LinearGroupNJ, Conv2dGroupNJ),
     hyperparameters=_GNJ_HP,
+    group_sparse=True,
 ))
 
 BC_GHS = register(Method(
@@ -57,4 +58,5 @@ BC_GHS = register(Method(
     description="Bayesian compression, group horseshoe prior (Louizos et al. 2017 §4.2)",
     layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("tau0", "sa_kl")),
     hyperparameters=_GHS_HP,
+    group_sparse=True,
 ))

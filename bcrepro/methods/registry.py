@@ -16,6 +16,8 @@ class Method:
     ``hyperparameters[arch]`` are plain values with the source of each in a comment in the method's file; every key
     can be overridden from a params file. ``layer_factory(arch, hp)`` gives the layers the architecture is built from.
     ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``.
+    ``group_sparse``: compression removes whole units and filters, so a slimmed model exists and the workflow measures
+    its speed-up.
     """
 
     name: str
@@ -23,6 +25,7 @@ class Method:
     layer_factory: Callable[[str, dict], LayerFactory]
     hyperparameters: dict[str, dict] = field(default_factory=dict)
     starts_from_dense: bool = False
+    group_sparse: bool = False
 
     def params_for(self, arch: str, overrides: dict | None = None) -> dict:
         """The hyper-parameters for ``arch`` with ``overrides`` applied; unknown override keys are an error."""

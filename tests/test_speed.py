@@ -1,0 +1,44 @@
+"""Speed-up measurement: records in DESIGN.md's format, ratios computed from them, thread count restored."""
+import pytest
+import torch
+from torch import nn
+
+from bcrepro import speed
+
+
+def test_measure_times_every_variant_at_every_batch_in_the_speed_json_format():
+    modules = {"original": nn.Linear(20, 10), "slim": nn.Linear(20, 3)}
+    records = speed.measure(modules, (20,), [1, 8], torch.device("cpu"), repeats=4, warmup=1, threads=1)
+    assert [(r["variant"], r["batch"]) for r in records] == [("original", 1), ("slim", 1), ("original", 8),
+                                                             ("slim", 8)]
+    for record in records:
+        assert record["device"] == "cpu" and record["median_ms"] > 0 and record["iqr_ms"] >= 0
+        assert record["repeats"] == 4 and record["threads"] == 1
+
+
+def test_speedups_are_ratios_of_medians_at_the_same_device_and_batch():
+    records = [{"variant": "original", "device": "cpu", "batch": 1, "median_ms": 6.0},
+               {"variant": "slim", "device": "cpu", "batch": 1, "median_ms": 2.0},
+               {"variant": "original", "device": "cpu", "batch": 64, "median_ms": 10.0},
+               {"variant": "masked", "device": "cpu", "batch": 64, "median_ms": 12.5}]
+    gains = {(g["variant"], g["batch"]): g["speedup"] for g in speed.speedups(records)}
+    assert gains == {("original", 1): 1.0, ("slim", 1): 3.0, ("original", 64): 1.0, ("masked", 64): 0.8}
+
+
+def test_quartiles_give_median_and_iqr_by_hand():
+    assert speed._quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
+
+
+def test_thread_count_is_restored_after_the_measurement():
+    before = torch.get_num_threads()
+    speed.measure({"original": nn.Linear(4, 2)}, (4,), [2], torch.device("cpu"), repeats=1, warmup=0, threads=2)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("modules, kwargs, message", [
+    ({"fast": nn.Linear(4, 2)}, {}, "unknown speed variant"),
+    ({"original": nn.Linear(4, 2)}, {"repeats": 0}, "repeats must be >= 1"),
+])
+def test_bad_settings_are_clear_errors(modules, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        speed.measure(modules, (4,), [1], torch.device("cpu"), **kwargs)
