@@ -1,0 +1,221 @@
+"""The Snakemake workflow as users run it: dry runs of the paper's config, bad configs, missing data, the whole DAG on
+synthetic data with MLflow, a killed training job that resumes, and the SLURM profile through fake SLURM commands."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bcrepro import tracking
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "workflow" / "tiny.yaml"
+FAKE_SLURM = REPO / "tests" / "fakeslurm"
+PAPER_JOBS = {"stage_data": 1, "init_mlflow": 1, "pretrain": 6, "train": 12, "compress": 18, "speedup": 12,
+              "table": 1, "figures": 1, "all": 1}
+
+
+def snakemake_command(workdir: Path, *args: str, profile: str = "none") -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--workflow-profile", profile, *args]
+
+
+def snakemake(workdir: Path, *args: str, profile: str = "none", env: dict | None = None, timeout: float = 900):
+    return subprocess.run(snakemake_command(workdir, *args, profile=profile), capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a dry run: rule -> number of jobs."""
+    table = output.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+            if m.group(1) != "total"}
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---- dry runs --------------------------------------------------------------------------------------------------------
+def test_dry_run_of_the_paper_config_has_every_cell_of_the_table(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "2")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == PAPER_JOBS
+    assert not (tmp_path / "results").exists()
+
+
+def test_deferred_mode_adds_the_import_rule_and_overrides_narrow_the_cells(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "2", "--config", "mlflow_mode=deferred", "archs=[lenet300]",
+                       "seeds=[0]", "methods=[bc-ghs]")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == {"stage_data": 1, "init_mlflow": 1, "pretrain": 1, "train": 1, "compress": 2,
+                                         "speedup": 1, "table": 1, "figures": 1, "import_mlflow": 1, "all": 1}
+
+
+def test_training_jobs_ask_for_a_gpu_only_when_the_device_is_cuda(tmp_path):
+    def gpu_of(output, rule):
+        block = output.split(f"rule {rule}:")[1].split("\n\n")[0]
+        return re.search(r"resources: .*", block).group(0)
+
+    cuda = snakemake(tmp_path, "-n", "--cores", "2", "--config", "device=cuda")
+    cpu = snakemake(tmp_path, "-n", "--cores", "2", "--config", "device=cpu")
+    assert cuda.returncode == 0 and cpu.returncode == 0, cuda.stderr + cpu.stderr
+    assert "gpu=1" in gpu_of(cuda.stdout, "train") and "gpu=1" in gpu_of(cuda.stdout, "pretrain")
+    assert "gpu=1" not in gpu_of(cuda.stdout, "compress")
+    assert "gpu=1" not in gpu_of(cpu.stdout, "train")
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, named", [
+    ("epochs_scale: 0.5\n", "epochs_scale"),                       # a typo of a top-level key (schema)
+    ("seeds: [zero]\n", "zero"),                                   # a wrong type (schema)
+    ("methods: [bc-gnj, magic-pruning]\n", "magic-pruning"),       # a method the registry does not know
+    ("hyperparameters:\n  bc-gnj:\n    lenet300: {learning_rate: 0.1}\n", "learning_rate"),
+    ("hyperparameters:\n  dense:\n    vgg99: {epochs: 1}\n", "vgg99"),
+])
+def test_a_bad_config_fails_before_any_job_and_names_the_key(tmp_path, text, named):
+    config = write_config(tmp_path / "bad.yaml", text)
+    result = snakemake(tmp_path, "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_data_offline_fails_at_the_staging_rule_with_the_library_message(tmp_path):
+    config = write_config(tmp_path / "offline.yaml", "download: false\narchs: [lenet300]\nseeds: [0]\n"
+                                                     "methods: [dense]\ndevice: cpu\n")
+    result = snakemake(tmp_path, "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "Error in rule stage_data" in result.stdout + result.stderr
+    message = (tmp_path / "results" / "logs" / "stage_data" / "mnist.log").read_text()
+    assert "dataset 'mnist' not found" in message and "Place the files in" in message
+    assert not (tmp_path / "results" / "runs").exists()  # no training job started
+
+
+# ---- the whole DAG -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_workflow(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(TINY),
+                       "--set-threads", "pretrain=1", "train=1", "compress=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_whole_dag_writes_the_table_beside_the_paper(finished_workflow):
+    table = pd.read_csv(finished_workflow / "results" / "table.csv")
+    assert list(zip(table["arch"], table["method"])) == [("lenet300", "dense"), ("lenet300", "bc-gnj"),
+                                                         ("lenet300", "bc-ghs")]
+    assert (table["n_seeds"] == 1).all() and (table["dataset"] == "synthetic").all()
+    gnj = table.set_index("method").loc["bc-gnj"]
+    assert gnj["paper_compression_pruning"] == 9 and gnj["paper_compression_precision"] == 36
+    assert gnj["compression_pruning_mean"] >= 1.0 and gnj["error_pct_mean"] < 50
+    metrics = json.loads((finished_workflow / "results/runs/lenet300/bc-gnj/seed0/metrics.json").read_text())
+    assert gnj["error_pct_mean"] == pytest.approx(metrics["error_pct"])
+    for name in ("table.md", "table.tex", "architectures.csv", "architectures.md"):
+        assert (finished_workflow / "results" / name).stat().st_size > 100
+
+
+@pytest.mark.slow
+def test_whole_dag_draws_the_figures(finished_workflow):
+    figures = finished_workflow / "results" / "figures"
+    expected = ["error_vs_compression_lenet300.png", "architecture_lenet300.png",
+                "runs/lenet300/bc-gnj/seed0/group_statistics.png", "runs/lenet300/bc-gnj/seed0/threshold_curve.png",
+                "runs/lenet300/bc-gnj/seed0/weights.png", "runs/lenet300/bc-gnj/seed0/pixel_importance.png",
+                "runs/lenet300/bc-ghs/seed0/training.png", "runs/lenet300/dense/seed0/training.png"]
+    for name in expected:
+        assert (figures / name).stat().st_size > 5000, name
+
+
+@pytest.mark.slow
+def test_whole_dag_logs_one_finished_mlflow_run_per_cell(finished_workflow):
+    runs = tracking.find_runs(tracking.sqlite_uri(finished_workflow / "results" / "mlflow.db"), "bcrepro")
+    assert len(runs) == 3
+    assert set(runs["status"]) == {"FINISHED"}
+    assert sorted(runs["tags.method"]) == ["bc-ghs", "bc-gnj", "dense"]
+    assert set(runs["tags.dataset"]) == {"synthetic"} and set(runs["tags.arch"]) == {"lenet300"}
+    gnj = runs[runs["tags.method"] == "bc-gnj"].iloc[0]
+    metrics = json.loads((finished_workflow / "results/runs/lenet300/bc-gnj/seed0/metrics.json").read_text())
+    assert metrics["mlflow_run_id"] == gnj["run_id"]
+    assert gnj["metrics.error_pct"] == pytest.approx(metrics["error_pct"])
+    assert gnj["metrics.compression_pruning"] == pytest.approx(metrics["compression_pruning"])
+    assert gnj["params.epochs"] == "2" and gnj["params.clip_var"]
+    assert gnj["tags.train.job_id"] and gnj["tags.compress.job_id"] and gnj["tags.speedup.job_id"]
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.sqlite_uri(finished_workflow / "results" / "mlflow.db"))
+    assert [m.step for m in client.get_metric_history(gnj["run_id"], "test_error_pct")] == [1, 2]
+    assert len(client.get_metric_history(gnj["run_id"], "groups_kept_fraction.layer0")) == 2
+    artifacts = {a.path for a in client.list_artifacts(gnj["run_id"])}
+    assert {"state_dicts", "compressed", "figures", "metrics.json", "speed.json"} <= artifacts
+
+
+@pytest.mark.slow
+def test_a_second_run_after_a_complete_one_has_nothing_to_do(finished_workflow):
+    result = snakemake(finished_workflow, "-n", "--cores", "2", "--configfile", str(TINY))
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+# ---- reliability -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_training_job_killed_half_way_resumes_when_the_workflow_is_rerun(tmp_path):
+    config = write_config(tmp_path / "long.yaml", TINY.read_text().replace("epochs: 2", "epochs: 30"))
+    target = "results/runs/lenet300/bc-gnj/seed0/model.pt"
+    run_dir = tmp_path / "results/runs/lenet300/bc-gnj/seed0"
+    process = subprocess.Popen(snakemake_command(tmp_path, target, "--cores", "1", "--configfile", str(config)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoint.pt").exists():
+            assert process.poll() is None, "the workflow ended before the first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)  # Snakemake and the training job die at once, as on a lost node
+    finally:
+        process.wait()
+    assert not (run_dir / "model.pt").exists()
+
+    assert snakemake(tmp_path, "--unlock", "--cores", "1", "--configfile", str(config)).returncode == 0
+    result = snakemake(tmp_path, target, "--cores", "1", "--rerun-incomplete", "--configfile", str(config))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (tmp_path / "results/logs/train/lenet300_bc-gnj_seed0.log").read_text()
+    assert "resuming from" in log
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [record["epoch"] for record in history] == list(range(1, 31))
+    runs = tracking.find_runs(tracking.sqlite_uri(tmp_path / "results" / "mlflow.db"), "bcrepro")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"  # the resumed job continued the same run
+
+
+@pytest.mark.slow
+def test_slurm_profile_requests_a_gpu_for_training_jobs_only(tmp_path):
+    state = tmp_path / "slurm"
+    # The plugin checks the profile's account against sacctmgr: this fake cluster knows the profile's placeholder.
+    env = {**os.environ, "PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state),
+           "FAKE_SLURM_ACCOUNTS": "PLACEHOLDER_ACCOUNT"}
+    targets = ["results/runs/lenet300/dense/seed0/model.pt", "results/runs/lenet300/bc-gnj/seed0/metrics.json"]
+    result = snakemake(tmp_path, "--configfile", str(TINY), "--config", "device=cpu", "mlflow_mode=deferred",
+                       "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+                       *targets, profile=str(REPO / "profiles" / "slurm"), env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    calls = (state / "sbatch.calls").read_text().splitlines()
+    by_rule = {re.search(r"--comment\\? ?=?rule_(\w+?)_wildcards", call).group(1): call for call in calls}
+    assert set(by_rule) == {"pretrain", "train", "compress"}
+    for rule in ("pretrain", "train"):
+        assert "--gpus=1" in by_rule[rule] and "-p PLACEHOLDER_GPU_PARTITION" in by_rule[rule]
+    assert "--gpus" not in by_rule["compress"] and "--gres" not in by_rule["compress"]
+    assert "-p PLACEHOLDER_CPU_PARTITION" in by_rule["compress"] and "-A PLACEHOLDER_ACCOUNT" in by_rule["compress"]
+    run_dir = tmp_path / "results/runs/lenet300/bc-gnj/seed0"
+    assert (run_dir / "metrics.json").exists()
+    assert (run_dir / tracking.EVENTS_FILE).exists()        # deferred: the jobs wrote events, not to a database
+    assert not (tmp_path / "results" / "mlflow.db").exists()

@@ -1,0 +1,154 @@
+"""Configuration checks and the helpers the rules share. The cells, hyper-parameters and paths are decided here."""
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from bcrepro import tracking
+from bcrepro.methods import get_method
+
+
+
+def coerce_command_line_values():
+    """``--config seeds=[0,1] download=false mlflow_uri=null`` reaches the Snakefile as strings; type them as YAML."""
+    import yaml
+
+    for key in ("seeds", "download", "mlflow_uri"):
+        value = config.get(key)
+        if isinstance(value, list):
+            config[key] = [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str) and value.lower() in ("true", "false", "null", "none"):
+            config[key] = yaml.safe_load(value.lower().replace("none", "null"))
+
+
+coerce_command_line_values()
+validate(config, "../schemas/config.schema.yaml")
+
+RUNS = "results/runs"
+RUN = RUNS + "/{arch}/{method}/seed{seed}"
+LOGS = "results/logs"
+BENCHMARKS = "results/benchmarks"
+BCREPRO = f"{shlex.quote(sys.executable)} -m bcrepro"
+# Rough CPU minutes per epoch at the paper's batch size, for the cluster's time limit (doubled below for safety).
+MINUTES_PER_EPOCH = {"lenet300": 0.3, "lenet5": 2.0, "vgg16": 3.0}
+
+
+def configured_methods():
+    """The methods of the table: ``dense`` (the original network) always comes first, as the reference."""
+    return ["dense"] + [m for m in config["methods"] if m != "dense"]
+
+
+def cell_params(arch, method):
+    """Hyper-parameters of one (arch, method): the library's defaults updated by ``hyperparameters`` of the config."""
+    overrides = config["hyperparameters"].get(method, {}).get(arch, {})
+    return get_method(method).params_for(arch, overrides)
+
+
+def check_cells():
+    """Fail before any job when a method, architecture or hyper-parameter is unknown, naming the config key.
+
+    Every ``hyperparameters`` entry is checked against the registry, also for cells not run this time (``--config
+    archs=[lenet300]`` keeps the LeNet-5 settings of config.yaml, and a typo there is still a typo).
+    """
+    for method in configured_methods():
+        try:
+            get_method(method)
+        except ValueError as err:
+            raise WorkflowError(f"config key 'methods': {err}") from None
+    for method, per_arch in config["hyperparameters"].items():
+        try:
+            registered = get_method(method)
+        except ValueError as err:
+            raise WorkflowError(f"config key 'hyperparameters.{method}': {err}") from None
+        for arch, overrides in per_arch.items():
+            try:
+                registered.params_for(arch, overrides)
+            except ValueError as err:
+                raise WorkflowError(f"config key 'hyperparameters.{method}.{arch}': {err}") from None
+    for arch in config["archs"]:
+        for method in configured_methods():
+            try:
+                cell_params(arch, method)
+            except ValueError as err:
+                raise WorkflowError(f"config keys 'archs'/'methods': {err}") from None
+
+
+check_cells()
+
+wildcard_constraints:
+    arch="|".join(config["archs"]),
+    method="|".join(map(re.escape, configured_methods())),
+    seed=r"\d+",
+    dataset=r"[a-z0-9_]+",
+
+
+def dataset(arch):
+    return config["datasets"][arch]
+
+
+def mlflow_uri():
+    return config["mlflow_uri"] or tracking.sqlite_uri(Path("results/mlflow.db").resolve())
+
+
+def tracking_args(rule_name):
+    """The CLI options that make a job log to the cell's MLflow run."""
+    return (f"--mlflow-uri {shlex.quote(mlflow_uri())} --mlflow-experiment {shlex.quote(config['mlflow_experiment'])} "
+            f"--mlflow-mode {config['mlflow_mode']} --rule {rule_name}")
+
+
+def uses_gpu():
+    """Training jobs ask for a GPU when the configured device is CUDA (or auto on a machine that has one)."""
+    if config["device"] == "cuda":
+        return 1
+    if config["device"] == "auto":
+        import torch
+
+        return int(torch.cuda.is_available())
+    return 0
+
+
+def train_runtime(wildcards):
+    """Minutes a training job may take (a cluster's time limit): twice the rough CPU estimate, at least 15."""
+    epochs = cell_params(wildcards.arch, wildcards.get("method", "dense"))["epochs"] * config["epoch_scale"]
+    return int(max(15, 2 * epochs * MINUTES_PER_EPOCH[wildcards.arch]))
+
+
+def cells(methods=None):
+    """(arch, method, seed) of every run of the table, optionally only the given methods."""
+    methods = configured_methods() if methods is None else methods
+    return [(a, m, s) for a in config["archs"] for m in methods for s in config["seeds"]]
+
+
+def run_files(name, methods=None):
+    return [f"{RUNS}/{a}/{m}/seed{s}/{name}" for a, m, s in cells(methods)]
+
+
+def group_sparse_methods():
+    return [m for m in configured_methods() if get_method(m).group_sparse]
+
+
+def store_input(wildcards):
+    """Direct logging needs the store created once beforehand (concurrent creation races in MLflow's migrations)."""
+    return ["results/mlflow/store.json"] if config["mlflow_mode"] == "direct" else []
+
+
+TABLE_FILES = [f"results/{name}" for name in
+               ("table.csv", "table.md", "table.tex", "architectures.csv", "architectures.md")]
+
+
+def figure_files():
+    per_arch = [f"results/figures/{kind}_{arch}.png" for kind in ("error_vs_compression", "architecture")
+                for arch in config["archs"]]
+    per_run = [f"results/figures/runs/{a}/{m}/seed{s}/training.png" for a, m, s in cells()]
+    return per_arch + per_run
+
+
+def final_targets():
+    targets = TABLE_FILES + figure_files() + run_files("speed.json", group_sparse_methods())
+    if config["mlflow_mode"] == "deferred":
+        targets.append("results/mlflow/imported.json")
+    return targets

@@ -1,0 +1,48 @@
+"""Compression of every trained cell, and the speed-up of the slimmed model for group-sparse methods."""
+
+
+rule compress:
+    input:
+        model=RUN + "/model.pt",
+    output:
+        metrics=RUN + "/metrics.json",
+        compressed=RUN + "/compressed.npz",
+    log:
+        LOGS + "/compress/{arch}_{method}_seed{seed}.log",
+    benchmark:
+        BENCHMARKS + "/compress/{arch}_{method}_seed{seed}.tsv"
+    params:
+        out=RUN,
+        device=config["device"],
+        tracking=tracking_args("compress"),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    threads: 2
+    shell:
+        "{BCREPRO} compress --run {params.out:q} --device {params.device} {params.tracking} > {log:q} 2>&1"
+
+
+rule speedup:
+    input:
+        metrics=RUN + "/metrics.json",
+    output:
+        speed=RUN + "/speed.json",
+    log:
+        LOGS + "/speedup/{arch}_{method}_seed{seed}.log",
+    benchmark:
+        BENCHMARKS + "/speedup/{arch}_{method}_seed{seed}.tsv"
+    params:
+        out=RUN,
+        device=config["speedup"]["device"],
+        batch_sizes=" ".join(map(str, config["speedup"]["batch_sizes"])),
+        repeats=config["speedup"]["repeats"],
+        threads=config["speedup"]["threads"],
+        tracking=tracking_args("speedup"),
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    threads: config["speedup"]["threads"]
+    shell:
+        "{BCREPRO} speedup --run {params.out:q} --device {params.device} --batch-sizes {params.batch_sizes} "
+        "--repeats {params.repeats} --threads {params.threads} {params.tracking} > {log:q} 2>&1"

@@ -1,0 +1,88 @@
+"""Training: the dense reference per (arch, seed), then every method per (arch, method, seed), from the reference
+where the method starts from one. A job killed half-way resumes from its checkpoint when the workflow is rerun."""
+
+TRAIN_SHELL = (
+    "{BCREPRO} train --arch {wildcards.arch} --method {params.method} --dataset {params.dataset} "
+    "--data-root {params.data_root:q} {params.download} --seed {wildcards.seed} --device {params.device} "
+    "--epoch-scale {params.epoch_scale} --params-json {params.hyperparameters:q} {params.init} "
+    "--out {params.out:q} {params.tracking} > {log:q} 2>&1"
+)
+
+
+def train_params(wildcards):
+    method = wildcards.get("method", "dense")
+    return json.dumps(cell_params(wildcards.arch, method), sort_keys=True)
+
+
+def train_inputs(wildcards):
+    inputs = {"data": f"results/data/{dataset(wildcards.arch)}.json", "store": store_input(wildcards)}
+    if get_method(wildcards.get("method", "dense")).starts_from_dense:
+        inputs["init"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
+    return inputs
+
+
+def init_option(wildcards, input):
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+
+
+rule pretrain:
+    input:
+        unpack(train_inputs),
+    output:
+        model=RUNS + "/{arch}/dense/seed{seed}/model.pt",
+        history=RUNS + "/{arch}/dense/seed{seed}/history.json",
+    log:
+        LOGS + "/pretrain/{arch}_dense_seed{seed}.log",
+    benchmark:
+        BENCHMARKS + "/pretrain/{arch}_dense_seed{seed}.tsv"
+    params:
+        method="dense",
+        dataset=lambda wc: dataset(wc.arch),
+        data_root=config["data_root"],
+        download="" if config["download"] else "--no-download",
+        device=config["device"],
+        epoch_scale=config["epoch_scale"],
+        hyperparameters=train_params,
+        init="",
+        out=RUNS + "/{arch}/dense/seed{seed}",
+        tracking=tracking_args("pretrain"),
+    resources:
+        gpu=uses_gpu(),
+        mem_mb=4000,
+        runtime=train_runtime,
+    threads: 2
+    shell:
+        TRAIN_SHELL
+
+
+rule train:
+    wildcard_constraints:
+        method="|".join(map(re.escape, configured_methods()[1:])) or "(?!)",
+    input:
+        unpack(train_inputs),
+    output:
+        model=RUN + "/model.pt",
+        history=RUN + "/history.json",
+    log:
+        LOGS + "/train/{arch}_{method}_seed{seed}.log",
+    benchmark:
+        BENCHMARKS + "/train/{arch}_{method}_seed{seed}.tsv"
+    params:
+        method=lambda wc: wc.method,
+        dataset=lambda wc: dataset(wc.arch),
+        data_root=config["data_root"],
+        download="" if config["download"] else "--no-download",
+        device=config["device"],
+        epoch_scale=config["epoch_scale"],
+        hyperparameters=train_params,
+        init=init_option,
+        out=RUN,
+        tracking=tracking_args("train"),
+    resources:
+        gpu=uses_gpu(),
+        mem_mb=4000,
+        runtime=train_runtime,
+    threads: 2
+    shell:
+        TRAIN_SHELL
+
