@@ -360,6 +360,13 @@ def add_tracking_args(parser: argparse.ArgumentParser, required_uri: bool = Fals
         parser.add_argument("--rule", help="name of the workflow rule running this job (an MLflow tag)")
 
 
+def add_store_args(parser: argparse.ArgumentParser) -> None:
+    """Options of the verbs that manage the MLflow store itself (the workflow's local rules)."""
+    add_tracking_args(parser, required_uri=True)
+    parser.add_argument("--artifacts", required=True, help="folder for the experiment's artifacts")
+    parser.add_argument("--out", required=True, help="stamp file")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcrepro", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -409,16 +416,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stage)
 
     p = verbs.add_parser("mlflow-init", help="create the MLflow store and experiment once, before any job logs")
-    add_tracking_args(p, required_uri=True)
-    p.add_argument("--artifacts", required=True, help="folder for the experiment's artifacts")
-    p.add_argument("--out", required=True, help="stamp file")
+    add_store_args(p)
     p.set_defaults(func=cmd_mlflow_init)
 
     p = verbs.add_parser("mlflow-import", help="replay deferred runs (tracking.jsonl) into the MLflow store")
     p.add_argument("--runs", required=True, help="folder holding the run directories")
-    add_tracking_args(p, required_uri=True)
-    p.add_argument("--artifacts", required=True, help="folder for the experiment's artifacts")
-    p.add_argument("--out", required=True, help="stamp file")
+    add_store_args(p)
     p.set_defaults(func=cmd_mlflow_import)
 
     p = verbs.add_parser("table", help="the comparison table and learned architectures beside the paper's")

@@ -10,9 +10,15 @@ rule stage_data:
         "results/data/{dataset}.json",
     log:
         LOGS + "/stage_data/{dataset}.log",
+    benchmark:
+        BENCHMARKS + "/stage_data/{dataset}.tsv"
     params:
         data_root=config["data_root"],
         download="" if config["download"] else "--no-download",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    threads: 1
     shell:
         "{BCREPRO} stage --dataset {wildcards.dataset} --data-root {params.data_root:q} {params.download} "
         "--out {output:q} > {log:q} 2>&1"
@@ -23,10 +29,16 @@ rule init_mlflow:
         "results/mlflow/store.json",
     log:
         LOGS + "/init_mlflow.log",
+    benchmark:
+        BENCHMARKS + "/init_mlflow.tsv"
     params:
         uri=mlflow_uri(),
         experiment=config["mlflow_experiment"],
         artifacts="results/mlflow/artifacts",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    threads: 1
     shell:
         "{BCREPRO} mlflow-init --mlflow-uri {params.uri:q} --mlflow-experiment {params.experiment:q} "
         "--artifacts {params.artifacts:q} --out {output:q} > {log:q} 2>&1"

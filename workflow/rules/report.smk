@@ -14,8 +14,14 @@ rule table:
         TABLE_FILES,
     log:
         LOGS + "/table.log",
+    benchmark:
+        BENCHMARKS + "/table.tsv"
     params:
         runs=RUNS,
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    threads: 1
     shell:
         "{BCREPRO} table --runs {params.runs:q} --out results > {log:q} 2>&1"
 
@@ -28,9 +34,15 @@ rule figures:
         figure_files(),
     log:
         LOGS + "/figures.log",
+    benchmark:
+        BENCHMARKS + "/figures.tsv"
     params:
         runs=RUNS,
         tracking=tracking_args("figures"),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    threads: 1
     shell:
         "{BCREPRO} figures --runs {params.runs:q} --out results/figures {params.tracking} > {log:q} 2>&1"
 
@@ -44,11 +56,17 @@ rule import_mlflow:
         "results/mlflow/imported.json",
     log:
         LOGS + "/import_mlflow.log",
+    benchmark:
+        BENCHMARKS + "/import_mlflow.tsv"
     params:
         runs=RUNS,
         uri=mlflow_uri(),
         experiment=config["mlflow_experiment"],
         artifacts="results/mlflow/artifacts",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    threads: 1
     shell:
         "{BCREPRO} mlflow-import --runs {params.runs:q} --mlflow-uri {params.uri:q} "
         "--mlflow-experiment {params.experiment:q} --artifacts {params.artifacts:q} --out {output:q} > {log:q} 2>&1"
