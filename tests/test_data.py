@@ -396,3 +396,17 @@ def test_registry_and_architecture_defaults():
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="unknown architecture"):
         dataset_for_arch("resnet")
+
+
+def test_idx_reader_agrees_with_torchvision(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    images = np.random.default_rng(0).integers(0, 256, size=(7, 5, 4), dtype=np.uint8)
+    labels = np.arange(7, dtype=np.uint8)
+    write_idx(tmp_path / "images", images, compress=False)
+    write_idx(tmp_path / "labels", labels, compress=False)
+    assert torch.equal(data.read_idx(tmp_path / "images"), read_image_file(str(tmp_path / "images")))
+    assert torch.equal(data.read_idx(tmp_path / "labels").long(), read_label_file(str(tmp_path / "labels")))
+    with pytest.raises(ValueError, match="truncated"):
+        (tmp_path / "short").write_bytes((tmp_path / "images").read_bytes()[:-3])
+        data.read_idx(tmp_path / "short")
