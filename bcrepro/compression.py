@@ -62,11 +62,18 @@ def n_outputs(layer: nn.Module) -> int:
     return layer.out_channels if is_conv(layer) else layer.out_features
 
 
+def own_weight_mask(layer: nn.Module) -> torch.Tensor | None:
+    """The weights a layer prunes by itself (masked and Sparse VD layers: ``weight_mask()``); None for the others."""
+    return layer.weight_mask().detach() if hasattr(layer, "weight_mask") else None
+
+
 @torch.no_grad()
 def layer_weight(layer: nn.Module) -> torch.Tensor:
-    """The test-time weights: E_q[w] for a Bayesian layer, ``weight`` for a plain one.  # weight shape"""
-    weight = layer.posterior_mean() if isinstance(layer, GroupScaleLayer) else layer.weight
-    return weight.detach()
+    """The test-time weights: E_q[w] for a Bayesian layer, ``weight`` for a plain one, times the layer's own weight
+    mask where it has one (pruned single weights are exactly 0).  # weight shape"""
+    weight = layer.posterior_mean() if hasattr(layer, "posterior_mean") else layer.weight
+    mask = own_weight_mask(layer)
+    return (weight if mask is None else weight * mask).detach()
 
 
 @torch.no_grad()
@@ -82,7 +89,7 @@ def layer_bias(layer: nn.Module) -> torch.Tensor:
 @torch.no_grad()
 def layer_variance(layer: nn.Module) -> torch.Tensor | None:
     """Var_q[w] of a Bayesian layer; None for a plain layer (unknown: no precision reduction)."""
-    return layer.marginal_variance().detach() if isinstance(layer, GroupScaleLayer) else None
+    return layer.marginal_variance().detach() if hasattr(layer, "marginal_variance") else None
 
 
 def layer_kind(layer: nn.Module) -> str:
@@ -125,9 +132,17 @@ def group_keep(layer: GroupScaleLayer, threshold: float | None) -> torch.Tensor:
 
 
 def own_keeps(layer: nn.Module, threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input keep, output keep) from the layer's own groups alone; a plain layer keeps everything."""
+    """(input keep, output keep) from the layer's own groups alone; a plain layer keeps everything.
+
+    A layer with its own weight mask keeps the inputs and outputs that some kept weight touches (Han et al. 2015 also
+    remove units left without connections).
+    """
     keep_in = torch.ones(n_inputs(layer), dtype=torch.bool)
     keep_out = torch.ones(n_outputs(layer), dtype=torch.bool)
+    weights_kept = own_weight_mask(layer)
+    if weights_kept is not None:
+        per_pair = weights_kept.reshape(weights_kept.shape[0], weights_kept.shape[1], -1).any(dim=2).cpu()
+        keep_in, keep_out = per_pair.any(dim=0), per_pair.any(dim=1)
     if isinstance(layer, GroupScaleLayer):
         if layer.group_axis == "in":
             keep_in = group_keep(layer, threshold)
@@ -162,11 +177,21 @@ def propagate_masks(net, thresholds: Sequence[float | None] | None) -> list[Laye
     At each boundary between prunable layers l and l+1: positions alive = expand(l's own output keep, by the conv->FC
     factor k) AND (l+1's own input keep). Output c of l survives iff any of its k positions is alive; l+1's in_mask is
     the alive positions. The first layer's in_mask is its own input keep, the last layer's out_mask its own output keep
-    (all True unless it is a conv group layer).
+    (all True unless it is a conv group layer). A layer that prunes single weights then drops the inputs (outputs) whose
+    kept weights all sat in removed outputs (inputs), and the boundaries are redone until nothing changes.
     """
     layers = net.prunable_layers()
     thresholds = _check_thresholds(layers, thresholds)
     keeps = [own_keeps(layer, t) for layer, t in zip(layers, thresholds)]
+    while True:
+        masks = _boundary_masks(layers, keeps)
+        refined = [_keeps_within(layer, keep, mask) for layer, keep, mask in zip(layers, keeps, masks)]
+        if all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(keeps, refined)):
+            return masks
+        keeps = refined
+
+
+def _boundary_masks(layers, keeps) -> list[LayerMask]:
     in_masks = [keep_in.clone() for keep_in, _ in keeps]
     out_masks = [keep_out.clone() for _, keep_out in keeps]
     for l in range(len(layers) - 1):
@@ -175,6 +200,16 @@ def propagate_masks(net, thresholds: Sequence[float | None] | None) -> list[Laye
         out_masks[l] = alive.view(-1, k).any(dim=1)
         in_masks[l + 1] = alive
     return [LayerMask(in_mask, out_mask) for in_mask, out_mask in zip(in_masks, out_masks)]
+
+
+def _keeps_within(layer: nn.Module, keep, mask: LayerMask):
+    """A single-weight-pruned layer's (input, output) keep, given which of its outputs and inputs survive."""
+    weights_kept = own_weight_mask(layer)
+    if weights_kept is None:
+        return keep
+    per_pair = weights_kept.reshape(weights_kept.shape[0], weights_kept.shape[1], -1).any(dim=2).cpu()
+    per_pair = per_pair & mask.out_mask[:, None] & mask.in_mask[None, :]
+    return keep[0] & per_pair.any(dim=0), keep[1] & per_pair.any(dim=1)
 
 
 def full_masks(net) -> list[LayerMask]:
@@ -347,7 +382,7 @@ def reduce_precision(net, masks: Sequence[LayerMask]) -> Precision | None:
     if all(v is None for v in variances):
         return None
     weights = [layer_weight(layer) for layer in layers]
-    kept = [weight_mask_like(m, w) for m, w in zip(masks, weights)]
+    kept = [kept_weight_mask(layer, m) for layer, m in zip(layers, masks)]
     largest = max((float(w[k].abs().max()) for w, k, v in zip(weights, kept, variances) if v is not None and k.any()),
                   default=0.0)
     exponent = exponent_bits(largest)
@@ -593,12 +628,21 @@ def threshold_curve(net, thresholds, evaluate: Evaluate, n_points: int = 15) -> 
 
 
 # ---- accounting inputs -----------------------------------------------------------------------------------------------
+def kept_weight_mask(layer: nn.Module, mask: LayerMask) -> torch.Tensor:
+    """Weights that are stored: the kept block of ``mask``, and of it only those the layer's own mask keeps."""
+    weight = layer_weight(layer)
+    kept = weight_mask_like(mask, weight)
+    own = own_weight_mask(layer)
+    return kept if own is None else kept & own.to(kept.device)
+
+
 def layer_counts(layer: nn.Module, mask: LayerMask) -> accounting.LayerCounts:
-    """Storage-relevant counts of a group-pruned layer; its kept weights are the dense kept block."""
+    """Storage-relevant counts of a pruned layer: the dense kept block, and the weights stored within it."""
     weight = layer_weight(layer)
     kernel_area = int(np.prod(weight.shape[2:])) if weight.dim() > 2 else 1
-    kept = mask.kept_weights(kernel_area)
-    return accounting.LayerCounts(total=weight.numel(), nonzero=kept, slim=kept, rows=weight.shape[0])
+    block = mask.kept_weights(kernel_area)
+    nonzero = block if own_weight_mask(layer) is None else int(kept_weight_mask(layer, mask).sum())
+    return accounting.LayerCounts(total=weight.numel(), nonzero=nonzero, slim=block, rows=weight.shape[0])
 
 
 def encoded_layer(layer: nn.Module, mask: LayerMask, weight: torch.Tensor, index_bits: int | None = None):

@@ -1,0 +1,71 @@
+"""Masked layers and the compression of single-weight pruning, checked on hand-made masks."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bcrepro import accounting, compression as C, models, slim
+from bcrepro.layers.masked import MaskedConv2d, MaskedLinear
+
+MASKED = models.LayerFactory(
+    linear=lambda n_in, n_out, index: MaskedLinear(n_in, n_out),
+    conv=lambda c_in, c_out, k, padding, index: MaskedConv2d(c_in, c_out, k, padding=padding))
+
+
+def lenet300_with_masks():
+    """LeNet-300-100 whose fc1 keeps only inputs 0..9, fc2's unit i reads only inputs 3i..3i+2, and fc2's unit 5 has
+    no outgoing weight in fc3 (so it must be removed, and fc2's row 5 with it)."""
+    torch.manual_seed(0)
+    net = models.lenet300(MASKED)
+    fc1, fc2, fc3 = net.prunable_layers()
+    fc1.mask.zero_()
+    fc1.mask[:, :10] = True
+    fc2.mask.copy_(torch.arange(300)[None, :] // 3 == torch.arange(100)[:, None])
+    fc3.mask[:, 5] = False
+    return net
+
+
+def test_masked_forward_uses_only_kept_weights():
+    layer = MaskedLinear(4, 3)
+    layer.mask.copy_(torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool))
+    x = torch.randn(5, 4)
+    expected = F.linear(x, layer.weight * layer.mask, layer.bias)
+    assert torch.allclose(layer(x), expected)
+    conv = MaskedConv2d(2, 3, 3, padding=1)
+    conv.mask[1] = False
+    x = torch.randn(2, 2, 5, 5)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight * conv.mask, conv.bias, padding=1))
+
+
+@pytest.mark.parametrize("straight_through, pruned_grad_is_zero", [(False, True), (True, False)])
+def test_pruned_weights_get_gradients_only_when_straight_through(straight_through, pruned_grad_is_zero):
+    layer = MaskedLinear(4, 3, straight_through=straight_through)
+    layer.mask[0, 0] = False
+    layer(torch.randn(8, 4)).pow(2).sum().backward()
+    assert (layer.weight.grad[0, 0] == 0) == pruned_grad_is_zero
+    assert layer.weight.grad[1, 1] != 0
+
+
+def test_units_without_kept_weights_are_removed_and_counted_one_by_one():
+    net = lenet300_with_masks()
+    masks = C.propagate_masks(net, None)
+    assert int(masks[0].in_mask.sum()) == 10                      # fc1 reads 10 pixels
+    assert int(masks[1].in_mask.sum()) == 297                     # unit 5's three inputs go with it...
+    assert not masks[1].out_mask[5] and int(masks[1].out_mask.sum()) == 99  # unit 5 feeds nothing: removed
+    assert not masks[2].in_mask[5]
+    counts = [C.layer_counts(layer, m) for layer, m in zip(net.prunable_layers(), masks)]
+    assert int(masks[0].out_mask.sum()) == 297                    # ...and so do the fc1 units feeding only them
+    assert [c.nonzero for c in counts] == [297 * 10, 99 * 3, 10 * 99]
+    assert [c.slim for c in counts] == [297 * 10, 99 * 297, 10 * 99]
+    # CSR is cheaper for the sparse fc2, the dense slimmed block for the others
+    assert [accounting.layer_storage(c, 32)[1] for c in counts] == ["dense", "csr", "dense"]
+
+
+def test_deterministic_and_slim_nets_compute_the_masked_network():
+    net = lenet300_with_masks()
+    masks = C.propagate_masks(net, None)
+    x = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        pruned = C.deterministic_net(net, masks)
+        assert torch.allclose(pruned(x), net.eval()(x), atol=1e-5)  # removing unit 5 changes nothing
+        assert torch.allclose(slim.slim_net(pruned, masks)(x), pruned(x), atol=1e-5)
