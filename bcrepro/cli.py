@@ -88,14 +88,15 @@ def read_params_json(text: str | None) -> dict:
 
 
 def scale_epochs(params: dict, scale: float) -> dict:
-    """Multiply the epoch budget (and the KL warm-up with it) by ``scale``; at least one epoch."""
+    """Multiply the epoch budget (and the KL warm-up and its start with it) by ``scale``; at least one epoch."""
     if not scale > 0:
         raise UsageError(f"--epoch-scale must be > 0, got {scale}")
     if scale == 1.0:
         return params
     scaled = dict(params, epochs=max(1, round(params["epochs"] * scale)))
-    if "kl_warmup_epochs" in params:
-        scaled["kl_warmup_epochs"] = params["kl_warmup_epochs"] * scale
+    for key in ("kl_warmup_epochs", "kl_warmup_start_epochs"):
+        if key in params:
+            scaled[key] = params[key] * scale
     return scaled
 
 

@@ -1,7 +1,9 @@
 """The one training loop, for every method.
 
 Objective (per mini-batch): ``mean cross-entropy + beta_t * KL / N`` with ``N`` the training-set size and ``beta_t``
-rising linearly from 0 to 1 over ``kl_warmup_epochs`` (KL warm-up, Sønderby et al. 2016; beta = 1 at once when 0).
+rising linearly from 0 to 1 over ``kl_warmup_epochs`` (KL warm-up, Sønderby et al. 2016; beta = 1 at once when 0),
+after ``kl_warmup_start_epochs`` epochs at beta = 0 (Sparse VD's schedule: 0 for 5 epochs, then up to 1 at epoch 20).
+A method may also act after every optimiser step (``after_step``: re-zero pruned weights, update masks).
 A dense network has KL = 0. Adam; after every step each Bayesian layer clips its variances (``clip_variances``).
 
 Every epoch ends with a checkpoint (model, optimiser, RNG states, history) written atomically to
@@ -51,6 +53,7 @@ class TrainConfig:
     lr: float
     lr_schedule: str = "constant"
     kl_warmup_epochs: float = 0.0
+    kl_warmup_start_epochs: float = 0.0
     weight_decay: float = 0.0
     augment: bool = False
     seed: int = 0
@@ -81,11 +84,14 @@ def lr_factor(schedule: str, progress: float) -> float:
     return min(1.0, 2.0 * (1.0 - progress))
 
 
-def kl_weight(warmup_epochs: float, epoch_progress: float) -> float:
-    """beta_t of the KL warm-up: linear from 0 to 1 over ``warmup_epochs`` (measured in epochs, fractional)."""
+def kl_weight(warmup_epochs: float, epoch_progress: float, start_epochs: float = 0.0) -> float:
+    """beta_t of the KL warm-up: 0 until ``start_epochs``, then linear from 0 to 1 over ``warmup_epochs`` (in epochs,
+    fractional); 1 right after the start when ``warmup_epochs`` is 0."""
+    if epoch_progress < start_epochs:
+        return 0.0
     if warmup_epochs <= 0:
         return 1.0
-    return min(1.0, epoch_progress / warmup_epochs)
+    return min(1.0, (epoch_progress - start_epochs) / warmup_epochs)
 
 
 @torch.no_grad()
@@ -140,13 +146,16 @@ def _groups_summary(net: Net, monitor: Callable[[torch.Tensor], int] | None) -> 
 def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: torch.device,
           on_epoch_end: Callable[[dict], None] | None = None,
           groups_kept: Callable[[torch.Tensor], int] | None = None,
-          time_limit_s: float | None = None) -> list[dict]:
+          time_limit_s: float | None = None,
+          after_step: Callable[[int], None] | None = None) -> list[dict]:
     """Train ``net`` on ``data`` per ``config``; checkpoints in ``out``. Returns the per-epoch history.
 
     ``on_epoch_end(record)`` is called after each epoch (the CLI logs to MLflow through it); ``groups_kept`` maps a
     layer's group statistic to the number of groups a pruning rule would keep, for the progress line. With
     ``time_limit_s``, training stops with ``TimeLimitReached`` after the first epoch that ends past the limit (a
-    cluster job's time limit): the checkpoint is written, and the same call resumes later.
+    cluster job's time limit): the checkpoint is written, and the same call resumes later. ``after_step(global_step)``
+    runs after every optimiser step (a method's own work: re-zeroing pruned weights, updating masks); whatever state
+    it keeps must live in the network's buffers to be checkpointed.
     """
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +198,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             lr = config.lr * lr_factor(config.lr_schedule, global_step / total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            beta = kl_weight(config.kl_warmup_epochs, epoch + step / steps_per_epoch)
+            beta = kl_weight(config.kl_warmup_epochs, epoch + step / steps_per_epoch, config.kl_warmup_start_epochs)
             if config.augment:
                 xb = augment_cifar(xb, generator=generator)
             logits = net(xb)
@@ -208,6 +217,8 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             optimizer.step()
             for layer in group_layers:
                 layer.clip_variances()
+            if after_step is not None:
+                after_step(global_step)
             with torch.no_grad():
                 batch = len(yb)
                 sums += torch.stack([loss.detach().double() * batch, ce.detach().double() * batch,

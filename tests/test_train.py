@@ -17,6 +17,15 @@ def test_kl_warmup_rises_linearly_to_one():
     assert kl_weight(0, 0.0) == 1.0
 
 
+def test_kl_warmup_can_start_late_like_sparse_vd():
+    # Sparse VD's rw_linear: 0 for the first 5 epochs, then (epoch - 5) / 15, 1 from epoch 20.
+    assert kl_weight(15, 4.9, start_epochs=5) == 0.0
+    assert kl_weight(15, 5.0, start_epochs=5) == 0.0
+    assert kl_weight(15, 12.5, start_epochs=5) == pytest.approx(0.5)
+    assert kl_weight(15, 20.0, start_epochs=5) == 1.0
+    assert kl_weight(0, 6.0, start_epochs=5) == 1.0
+
+
 def test_lr_schedules_match_their_definitions():
     assert lr_factor("constant", 0.7) == 1.0
     assert lr_factor("cosine", 0.5) == pytest.approx(0.5)
@@ -107,3 +116,16 @@ def test_time_limit_stops_after_a_checkpoint_and_a_rerun_finishes(tmp_path):
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 0
     history = train(net, splits, config, tmp_path, torch.device("cpu"))
     assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def test_after_step_runs_once_after_every_optimiser_step(tmp_path):
+    net, splits, config = _setup("dense")
+    seen = []
+    first = net.prunable_layers()[0]
+
+    def after_step(global_step):
+        seen.append((global_step, first.weight.grad is not None))  # after backward and the update
+
+    train(net, splits, config, tmp_path, torch.device("cpu"), after_step=after_step)
+    assert [step for step, _ in seen] == list(range(3 * 4))  # 256 examples / 64 per batch, 3 epochs
+    assert all(has_grad for _, has_grad in seen)
