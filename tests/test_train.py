@@ -6,7 +6,7 @@ import torch
 
 from bcrepro import data, models
 from bcrepro.methods import get_method
-from bcrepro.train import TrainConfig, TrainingDiverged, kl_weight, lr_factor, train
+from bcrepro.train import TrainConfig, TrainingDiverged, kl_weight, lr_factor, make_optimizer, train
 
 
 def test_kl_warmup_rises_linearly_to_one():
@@ -34,6 +34,9 @@ def test_lr_schedules_match_their_definitions():
     assert lr_factor("constant_then_linear", 0.25) == 1.0
     assert lr_factor("constant_then_linear", 0.75) == pytest.approx(0.5)
     assert lr_factor("linear", 0.75) == pytest.approx(0.25)
+    # Caffe's inv policy (the LeNet solvers of DC and DNS): lr * (1 + gamma * iter) ** -power.
+    assert lr_factor("inv", 0.3, step=10000, gamma=1e-4, power=0.75) == pytest.approx(2 ** -0.75)
+    assert lr_factor("inv", 0.0, step=0) == 1.0
 
 
 def test_unknown_schedule_is_a_clear_error():
@@ -129,3 +132,18 @@ def test_after_step_runs_once_after_every_optimiser_step(tmp_path):
     train(net, splits, config, tmp_path, torch.device("cpu"), after_step=after_step)
     assert [step for step, _ in seen] == list(range(3 * 4))  # 256 examples / 64 per batch, 3 epochs
     assert all(has_grad for _, has_grad in seen)
+
+
+def test_sgd_with_momentum_and_weight_decay_is_available(tmp_path):
+    net, splits, _ = _setup("dense")
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                         lr_schedule="inv")
+    optimizer = make_optimizer(net, config, torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 5e-4
+    before = net.prunable_layers()[0].weight.detach().clone()
+    history = train(net, splits, config, tmp_path, torch.device("cpu"))
+    assert history[-1]["lr"] == pytest.approx(0.01 * (1 + 1e-4 * 3) ** -0.75)  # the last of 4 steps
+    assert not torch.equal(before, net.prunable_layers()[0].weight)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="rmsprop")
