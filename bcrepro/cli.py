@@ -27,7 +27,7 @@ import yaml
 
 from . import compression, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
-from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train, write_json
+from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train, write_json
 
 log = logging.getLogger("bcrepro")
 
@@ -88,7 +88,8 @@ def read_params_json(text: str | None) -> dict:
 
 
 def scale_epochs(params: dict, scale: float) -> dict:
-    """Multiply the epoch budget (and the KL warm-up and its start with it) by ``scale``; at least one epoch."""
+    """Multiply the epoch budget (and the KL warm-up, its start and iteration counts such as DNS's ``iter_stop`` with
+    it) by ``scale``; at least one epoch."""
     if not scale > 0:
         raise UsageError(f"--epoch-scale must be > 0, got {scale}")
     if scale == 1.0:
@@ -97,6 +98,8 @@ def scale_epochs(params: dict, scale: float) -> dict:
     for key in ("kl_warmup_epochs", "kl_warmup_start_epochs"):
         if key in params:
             scaled[key] = params[key] * scale
+    if "iter_stop" in params:
+        scaled["iter_stop"] = [max(1, round(n * scale)) for n in params["iter_stop"]]
     return scaled
 
 
@@ -184,6 +187,11 @@ def cmd_train(args) -> None:
     net = build_net(args.arch, args.method, params, splits)
     if args.init:
         init_from_dense(net, Path(args.init))
+    elif method.starts_from_dense:
+        log.warning("%s starts from a dense reference in the paper's table; training from scratch (no --init)",
+                    args.method)
+    if method.prepare is not None and not (out / CHECKPOINT).exists():
+        method.prepare(net, params)
     out.mkdir(parents=True, exist_ok=True)
     write_json(run, run_path)
     config = TrainConfig.from_params(params, seed=args.seed)
@@ -195,6 +203,7 @@ def cmd_train(args) -> None:
         tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **params})
         history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept,
                         time_limit_s=time_limit,
+                        after_step=None if method.after_step is None else method.after_step(net, params),
                         on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
         train_seconds = sum(record["seconds"] for record in history)
         torch.save(net.state_dict(), out / MODEL_FILE)

@@ -9,6 +9,9 @@ shape; the forward pass uses ``weight * mask``. Two gradient conventions (baseli
 - ``straight_through=True`` (DNS): the gradient of the masked weight reaches *every* weight, pruned ones included, so
   a pruned weight can grow back and be spliced in again.
 
+A 0-d buffer ``threshold`` (NaN until a method sets it) keeps a method's per-layer pruning threshold with the weights,
+so a resumed run continues with the value computed once at its start (DNS's t from the pretrained weights).
+
 ``weight_mask()`` is the protocol ``bcrepro.compression`` reads: any prunable layer that has it stores only the
 weights it marks (counted one by one, CSR where that is cheaper), and a unit none of whose weights survive is removed.
 """
@@ -27,6 +30,7 @@ class _Masked:
     def _init_mask(self, straight_through: bool) -> None:
         self.straight_through = straight_through
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
+        self.register_buffer("threshold", torch.tensor(float("nan")))
 
     def weight_mask(self) -> torch.Tensor:
         """Weights kept.  # bool, weight shape"""

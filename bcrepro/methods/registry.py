@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from torch import nn
+
 from ..models import LayerFactory
 
 METHODS: dict[str, "Method"] = {}
@@ -18,6 +20,9 @@ class Method:
     ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``.
     ``group_sparse``: compression removes whole units and filters, so a slimmed model exists and the workflow measures
     its speed-up.
+    ``prepare(net, hp)``: once before training starts (after ``--init``), not on resume; whatever it sets must live in
+    the network's parameters or buffers. ``after_step(net, hp)`` returns the callback the training loop runs after
+    every optimiser step (``bcrepro.train.train``'s ``after_step``).
     """
 
     name: str
@@ -26,6 +31,8 @@ class Method:
     hyperparameters: dict[str, dict] = field(default_factory=dict)
     starts_from_dense: bool = False
     group_sparse: bool = False
+    prepare: Callable[[nn.Module, dict], None] | None = None
+    after_step: Callable[[nn.Module, dict], Callable[[int], None]] | None = None
 
     def params_for(self, arch: str, overrides: dict | None = None) -> dict:
         """The hyper-parameters for ``arch`` with ``overrides`` applied; unknown override keys are an error."""
