@@ -143,9 +143,8 @@ def init_from_dense(net: models.Net, path: Path) -> None:
     net.load_state_dict({**net_state, **{k: v for k, v in state.items() if k in net_state}})
     with torch.no_grad():
         for target, source in zip(net.prunable_layers(), dense.prunable_layers()):
-            bayesian = hasattr(target, "weight_mu")
-            (target.weight_mu if bayesian else target.weight).copy_(source.weight)
-            (target.bias_mu if bayesian else target.bias).copy_(source.bias)
+            (target.weight_mu if hasattr(target, "weight_mu") else target.weight).copy_(source.weight)
+            (target.bias_mu if hasattr(target, "bias_mu") else target.bias).copy_(source.bias)
 
 
 def epoch_metrics(record: dict) -> dict:
@@ -157,6 +156,11 @@ def epoch_metrics(record: dict) -> dict:
         metrics[f"groups_kept_fraction.layer{i}"] = kept / total
     if groups:
         metrics["groups_kept_fraction"] = sum(k for k, _ in groups) / sum(t for _, t in groups)
+    weights = record.get("weights_kept") or []
+    for i, (kept, total) in enumerate(weights):
+        metrics[f"weights_kept_fraction.layer{i}"] = kept / total
+    if weights:
+        metrics["weights_kept_fraction"] = sum(k for k, _ in weights) / sum(t for _, t in weights)
     return metrics
 
 

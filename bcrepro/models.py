@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .layers import GroupScaleLayer
+from .layers.sparse_vd import SVDOLayer
 
 LinearMaker = Callable[..., nn.Module]  # (in_features, out_features, index) -> module
 ConvMaker = Callable[..., nn.Module]  # (in_channels, out_channels, kernel_size, padding, index) -> module
@@ -49,7 +50,7 @@ def _plain_conv(in_channels, out_channels, kernel_size, padding, index):
 
 PLAIN = LayerFactory(linear=_plain_linear, conv=_plain_conv)
 
-PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, GroupScaleLayer)
+PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, GroupScaleLayer, SVDOLayer)
 
 
 class Net(nn.Module):

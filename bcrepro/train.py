@@ -157,6 +157,13 @@ def _groups_summary(net: Net, monitor: Callable[[torch.Tensor], int] | None) -> 
         return [[int(monitor(layer.group_statistic())), layer.n_groups] for layer in net.group_layers()]
 
 
+def _weights_summary(net: Net) -> list[list[int]]:
+    """[kept, total] weights per layer that prunes single weights (``weight_mask()``); empty otherwise."""
+    with torch.no_grad():
+        return [[int(m.weight_mask().sum()), m.weight_mask().numel()] for m in net.prunable_layers()
+                if hasattr(m, "weight_mask")]
+
+
 def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: torch.device,
           on_epoch_end: Callable[[dict], None] | None = None,
           groups_kept: Callable[[torch.Tensor], int] | None = None,
@@ -254,6 +261,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             "train_error_pct": 100.0 * wrong / n_train,
             "test_error_pct": error_rate(net, data.test_x, data.test_y),
             "groups_kept": _groups_summary(net, groups_kept),
+            "weights_kept": _weights_summary(net),
             "seconds": time.perf_counter() - tic,
         }
         history.append(record)
@@ -273,10 +281,11 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
 
 def progress_line(record: dict, epochs: int) -> str:
     groups = " ".join(f"{kept}/{total}" for kept, total in record["groups_kept"])
+    weights = " ".join(f"{kept}/{total}" for kept, total in record.get("weights_kept", []))
     return (f"epoch {record['epoch']:>4d}/{epochs} loss {record['loss']:.4f} kl {record['kl']:.4g} "
             f"beta {record['kl_weight']:.2f} lr {record['lr']:.2e} train_err {record['train_error_pct']:.2f}% "
             f"test_err {record['test_error_pct']:.2f}%" + (f" groups {groups}" if groups else "")
-            + f" {record['seconds']:.1f}s")
+            + (f" weights {weights}" if weights else "") + f" {record['seconds']:.1f}s")
 
 
 def write_json(obj, path: Path) -> None:
