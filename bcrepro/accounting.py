@@ -106,12 +106,18 @@ def compression_pruning(layers: Sequence[LayerCounts]) -> float:
     return _ratio(original, sum(layer_storage(c, FLOAT_BITS)[0] for c in layers))
 
 
-def compression_precision(layers: Sequence[LayerCounts], bits: Sequence[float]) -> float:
-    """32|W| / sum_l min(dense_l, csr_l) with values at ``b_l`` bits ("after precision reduction", §2.8)."""
+def compression_precision(layers: Sequence[LayerCounts], bits: Sequence[float],
+                          codebook_entries: Sequence[int] | None = None) -> float:
+    """32|W| / sum_l min(dense_l, csr_l) with values at ``b_l`` bits ("after precision reduction", §2.8).
+
+    With ``codebook_entries`` (weight sharing: ``b_l`` is the index width), each layer also stores its codebook, 32
+    bits per entry (baselines.md §2.4).
+    """
     if len(bits) != len(layers):
         raise ValueError(f"need one bit width per layer: got {len(bits)} bit widths for {len(layers)} layers")
+    codebooks = FLOAT_BITS * sum(codebook_entries) if codebook_entries is not None else 0
     original = FLOAT_BITS * sum(c.total for c in layers)
-    return _ratio(original, sum(layer_storage(c, b)[0] for c, b in zip(layers, bits)))
+    return _ratio(original, sum(layer_storage(c, b)[0] for c, b in zip(layers, bits)) + codebooks)
 
 
 # ---- Huffman --------------------------------------------------------------------------------------------------------

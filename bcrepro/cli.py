@@ -100,6 +100,10 @@ def scale_epochs(params: dict, scale: float) -> dict:
             scaled[key] = params[key] * scale
     if "iter_stop" in params:
         scaled["iter_stop"] = [max(1, round(n * scale)) for n in params["iter_stop"]]
+    if "prune_iterations" in params:
+        scaled["prune_iterations"] = [round(n * scale) for n in params["prune_iterations"]]
+    if "quantize_iteration" in params:
+        scaled["quantize_iteration"] = round(params["quantize_iteration"] * scale)
     return scaled
 
 

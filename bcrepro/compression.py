@@ -71,6 +71,8 @@ def own_weight_mask(layer: nn.Module) -> torch.Tensor | None:
 def layer_weight(layer: nn.Module) -> torch.Tensor:
     """The test-time weights: E_q[w] for a Bayesian layer, ``weight`` for a plain one, times the layer's own weight
     mask where it has one (pruned single weights are exactly 0).  # weight shape"""
+    if hasattr(layer, "inference_weight"):  # masked (and possibly weight-shared) layers
+        return layer.inference_weight().detach()
     weight = layer.posterior_mean() if hasattr(layer, "posterior_mean") else layer.weight
     mask = own_weight_mask(layer)
     return (weight if mask is None else weight * mask).detach()
@@ -370,13 +372,30 @@ class Precision:
 
     significands: list[int | None]
     exponent: int
-    bits: list[int]  # b_l, 32 for layers without variances
+    bits: list[int]  # b_l, 32 for layers without variances; the index bits of a codebook
     rounded_weights: list[torch.Tensor]  # full-shape, unmasked
+    codebook_entries: list[int] | None = None  # per layer, 32-bit values stored besides the indices (DC)
+
+
+def codebook_precision(net) -> Precision | None:
+    """Precision of weight-shared layers (DC): b_l = the codebook index bits, the weights as they are (already shared);
+    None unless every prunable layer has a codebook."""
+    layers = net.prunable_layers()
+    entries = [layer.codebook_entries() if hasattr(layer, "codebook_entries") else None for layer in layers]
+    if any(e is None for e in entries):
+        return None
+    bits = [max(1, math.ceil(math.log2(e))) if e > 1 else 1 for e in entries]
+    return Precision([None] * len(layers), 0, bits, [layer_weight(layer) for layer in layers], entries)
 
 
 @torch.no_grad()
 def reduce_precision(net, masks: Sequence[LayerMask]) -> Precision | None:
-    """Bits and rounded weights from the marginal variances of the kept weights; None when no layer has variances."""
+    """Bits and rounded weights from the marginal variances of the kept weights; None when no layer has variances.
+
+    Weight-shared networks (codebooks) get ``codebook_precision`` instead."""
+    shared = codebook_precision(net)
+    if shared is not None:
+        return shared
     layers = net.prunable_layers()
     variances = [layer_variance(layer) for layer in layers]
     if all(v is None for v in variances):
@@ -706,8 +725,8 @@ def compress(net, thresholds_config: dict | None, evaluate_validation: Evaluate 
         "layer_weights": [c.total for c in counts],
         "kept_weights": [c.nonzero for c in counts],
         "compression_pruning": _finite_or_none(accounting.compression_pruning(counts)),
-        "compression_precision": (None if precision is None
-                                  else _finite_or_none(accounting.compression_precision(counts, precision.bits))),
+        "compression_precision": (None if precision is None else _finite_or_none(
+            accounting.compression_precision(counts, precision.bits, precision.codebook_entries))),
         "compression_max": _finite_or_none(accounting.compression_max(encoded)),
         "bits": None if precision is None else list(precision.bits),
         "significand_bits": None if precision is None else list(precision.significands),

@@ -12,6 +12,11 @@ shape; the forward pass uses ``weight * mask``. Two gradient conventions (baseli
 A 0-d buffer ``threshold`` (NaN until a method sets it) keeps a method's per-layer pruning threshold with the weights,
 so a resumed run continues with the value computed once at its start (DNS's t from the pretrained weights).
 
+With ``codebook_size=k`` (Deep Compression's trained quantisation) a layer can switch to weight sharing:
+``share_weights()`` clusters its kept weights into at most k centroids (1-D k-means, linear init), after which the
+forward pass uses ``centroids[assignments]`` and only the centroids are trained. The gradient of centroid c is then
+autograd's scatter-add of the weight gradients over the weights assigned to c, DC's fine-tuning rule (§2.1, step 5).
+
 ``weight_mask()`` is the protocol ``bcrepro.compression`` reads: any prunable layer that has it stores only the
 weights it marks (counted one by one, CSR where that is cheaper), and a unit none of whose weights survive is removed.
 """
@@ -21,22 +26,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..weight_sharing import share_weights
+
 
 class _Masked:
     """What both masked layers share: the mask buffer and the effective weight."""
 
     straight_through: bool
 
-    def _init_mask(self, straight_through: bool) -> None:
+    def _init_mask(self, straight_through: bool, codebook_size: int | None) -> None:
         self.straight_through = straight_through
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
         self.register_buffer("threshold", torch.tensor(float("nan")))
+        self.codebook_size = codebook_size
+        if codebook_size is not None:
+            self.centroids = nn.Parameter(torch.zeros(codebook_size))  # trained only once shared
+            self.register_buffer("assignments", torch.full_like(self.weight, -1, dtype=torch.int64))
+            self.register_buffer("n_centroids", torch.tensor(0))  # 0 until share_weights(); then k <= codebook_size
+
+    @property
+    def shared(self) -> bool:
+        return self.codebook_size is not None and int(self.n_centroids) > 0
 
     def weight_mask(self) -> torch.Tensor:
         """Weights kept.  # bool, weight shape"""
         return self.mask
 
+    @torch.no_grad()
+    def share_weights(self) -> None:
+        """Cluster the kept weights into at most ``codebook_size`` centroids; from now on only those are trained."""
+        codebook = share_weights(self.weight.detach(), self.mask, int(self.codebook_size).bit_length() - 1)
+        self.centroids.zero_()
+        self.centroids[:codebook.n_entries] = codebook.centroids.to(self.centroids)
+        self.assignments.copy_(codebook.assignments)
+        self.n_centroids.fill_(codebook.n_entries)
+
+    def codebook_entries(self) -> int | None:
+        """Entries of the codebook once shared (each stored at 32 bits); None before."""
+        return int(self.n_centroids) if self.shared else None
+
+    def inference_weight(self) -> torch.Tensor:
+        """The weights the forward pass uses (shared values once quantised).  # weight shape"""
+        return self.masked_weight()
+
     def masked_weight(self) -> torch.Tensor:
+        if self.shared:
+            return self.centroids[self.assignments.clamp_min(0)] * self.mask
         masked = self.weight * self.mask
         if self.straight_through:  # value of the masked weight, gradient of the full one
             return self.weight + (masked - self.weight).detach()
@@ -48,9 +83,10 @@ class _Masked:
 
 
 class MaskedLinear(_Masked, nn.Linear):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, straight_through: bool = False):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, straight_through: bool = False,
+                 codebook_size: int | None = None):
         super().__init__(in_features, out_features, bias=bias)
-        self._init_mask(straight_through)
+        self._init_mask(straight_through, codebook_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.masked_weight(), self.bias)
@@ -58,10 +94,10 @@ class MaskedLinear(_Masked, nn.Linear):
 
 class MaskedConv2d(_Masked, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, straight_through: bool = False):
+                 bias: bool = True, straight_through: bool = False, codebook_size: int | None = None):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          bias=bias)
-        self._init_mask(straight_through)
+        self._init_mask(straight_through, codebook_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
