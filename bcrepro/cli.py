@@ -120,6 +120,8 @@ def cell_run(args, run: dict, out: Path) -> tracking.CellRun:
 def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
     method = get_method(method_name)
     net = models.build(arch, method.layer_factory(arch, params), num_classes=splits.num_classes)
+    if method.attach is not None:
+        method.attach(net, params)
     if tuple(net.input_shape) != tuple(splits.input_shape):
         raise UsageError(f"architecture {arch} expects inputs of shape {net.input_shape} but dataset "
                          f"{splits.name} has {splits.input_shape}")
@@ -234,6 +236,9 @@ def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits
     splits = load_dataset_for_run(run, device)
     net = build_net(run["arch"], run["method"], run["params"], splits)
     net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    method = get_method(run["method"])
+    if method.finalize is not None:
+        method.finalize(net, run["params"])
     net.to(device).eval()
     return run, splits, net
 

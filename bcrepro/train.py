@@ -124,10 +124,19 @@ def make_optimizer(net: Net, config: TrainConfig, device: torch.device) -> torch
     one, or SGD with momentum (not fused: its fused kernel fails when a parameter first gets a gradient mid-run, as
     DC's centroids do)."""
     fused = device.type in ("cpu", "cuda")
+    groups = parameter_groups(net, config.lr)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+def parameter_groups(net: Net, lr: float) -> list[dict]:
+    """One group at ``lr``, plus the groups of modules that ask for their own rates (``learning_rates()``: SWS's
+    mixture prior). Each group keeps its ``base_lr``; the schedule scales them all alike."""
+    own = [(params, rate) for m in net.modules() if hasattr(m, "learning_rates") for params, rate in m.learning_rates()]
+    special = {id(p) for params, _ in own for p in params}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in special], "lr": lr, "base_lr": lr}]
+    return groups + [{"params": params, "lr": rate, "base_lr": rate} for params, rate in own]
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -217,10 +226,11 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
         for step, (xb, yb) in enumerate(minibatches(data.train_x, data.train_y, config.batch_size,
                                                     shuffle=True, generator=generator)):
             global_step = epoch * steps_per_epoch + step
-            lr = config.lr * lr_factor(config.lr_schedule, global_step / total_steps, global_step, config.lr_gamma,
-                                       config.lr_power)
+            factor = lr_factor(config.lr_schedule, global_step / total_steps, global_step, config.lr_gamma,
+                               config.lr_power)
+            lr = config.lr * factor
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group.get("base_lr", config.lr) * factor
             beta = kl_weight(config.kl_warmup_epochs, epoch + step / steps_per_epoch, config.kl_warmup_start_epochs)
             if config.augment:
                 xb = augment_cifar(xb, generator=generator)

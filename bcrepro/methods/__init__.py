@@ -2,6 +2,6 @@
 from .registry import METHODS, Method, get_method, register
 
 # Importing a method module registers it.
-from . import bc, dc, dense, dns, sparse_vd  # noqa: E402,F401
+from . import bc, dc, dense, dns, sparse_vd, sws  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "get_method", "register"]

@@ -20,7 +20,9 @@ class Method:
     ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``.
     ``group_sparse``: compression removes whole units and filters, so a slimmed model exists and the workflow measures
     its speed-up.
-    ``prepare(net, hp)``: once before training starts (after ``--init``), not on resume; whatever it sets must live in
+    ``attach(net, hp)``: right after the network is built, every time (modules the method adds to it, such as SWS's
+    mixture prior, so that state dicts load). ``finalize(net, hp)``: on the trained network before compression (SWS's
+    merging and snapping). ``prepare(net, hp)``: once before training starts (after ``--init``), not on resume; whatever it sets must live in
     the network's parameters or buffers. ``after_step(net, hp)`` returns the callback the training loop runs after
     every optimiser step (``bcrepro.train.train``'s ``after_step``).
     """
@@ -31,7 +33,9 @@ class Method:
     hyperparameters: dict[str, dict] = field(default_factory=dict)
     starts_from_dense: bool = False
     group_sparse: bool = False
+    attach: Callable[[nn.Module, dict], None] | None = None
     prepare: Callable[[nn.Module, dict], None] | None = None
+    finalize: Callable[[nn.Module, dict], None] | None = None
     after_step: Callable[[nn.Module, dict], Callable[[int], None]] | None = None
 
     def params_for(self, arch: str, overrides: dict | None = None) -> dict:

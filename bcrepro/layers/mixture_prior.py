@@ -1,0 +1,78 @@
+"""The learned Gaussian-mixture prior of Soft Weight-Sharing (Ullrich, Meeds, Welling, ICLR 2017), baselines.md §4.
+
+``p(w) = prod_i sum_j pi_j N(w_i | mu_j, 1/lambda_j)`` over the weights of every prunable layer, with J components: a
+zero component (``mu_0 = 0`` and ``pi_0`` fixed) and J-1 learned ones (means, log-precisions and mixing logits that
+share ``1 - pi_0``). Optional Gamma hyper-priors on the precisions keep components from collapsing (negative
+log-prior ``(1 - a) log lambda + b lambda``). The module is attached to the network it regularises, and
+``kl_divergence()`` returns ``tau * (-log p(w) + hyper-prior)``, the term the training loop adds as ``KL / N``: with the
+mean cross-entropy that is the paper's ``sum CE + tau * L^C`` divided by N (the tutorial's ``tau / N`` convention).
+
+Its parameters train at their own learning rates (``learning_rates()``, read by ``bcrepro.train.make_optimizer``).
+Biases are not under the prior (the tutorial puts them there too); they are not counted in any rate.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+_LOG_2PI = math.log(2 * math.pi)
+MAX_LOG_PRECISION = math.log(1e6)  # sigma^2 >= 1e-6 (baselines.md §6)
+
+
+class GaussianMixturePrior(nn.Module):
+    def __init__(self, weights: Callable[[], list[torch.Tensor]], n_components: int = 17, pi_zero: float = 0.999,
+                 tau: float = 5e-3, init_std: float = 0.25, zero_gamma: tuple[float, float] | None = (5000.0, 2.0),
+                 gamma: tuple[float, float] | None = (250.0, 0.1), learning_rates: dict | None = None):
+        super().__init__()
+        self.weights = weights  # a function, so the network's layers are not registered twice
+        self.pi_zero, self.tau = pi_zero, tau
+        self.zero_gamma, self.gamma = zero_gamma, gamma
+        self.means = nn.Parameter(torch.linspace(-0.6, 0.6, n_components - 1))  # the tutorial's, until initialise()
+        self.log_precisions = nn.Parameter(torch.full((n_components,), -2 * math.log(init_std)))
+        self.mixing_logits = nn.Parameter(torch.zeros(n_components - 1))
+        self.rates = dict(learning_rates or {})
+
+    @torch.no_grad()
+    def initialise(self, weights: list[torch.Tensor]) -> None:
+        """Means evenly over the range of the (pretrained) weights, as the paper; equal mixing proportions."""
+        flat = torch.cat([w.detach().flatten() for w in weights])
+        self.means.copy_(torch.linspace(float(flat.min()), float(flat.max()), self.means.numel()))
+        self.mixing_logits.zero_()
+
+    def mixture(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(means, log-precisions, log mixing proportions) of all J components, the zero component first. # [J] each"""
+        means = torch.cat([self.means.new_zeros(1), self.means])
+        log_pis = torch.cat([self.means.new_full((1,), math.log(self.pi_zero)),
+                             math.log1p(-self.pi_zero) + torch.log_softmax(self.mixing_logits, 0)])
+        return means, self.log_precisions.clamp(max=MAX_LOG_PRECISION), log_pis
+
+    def neg_log_prior(self, w: torch.Tensor) -> torch.Tensor:
+        """-sum_i log sum_j pi_j N(w_i | mu_j, 1/lambda_j), by logsumexp."""
+        means, log_lam, log_pis = self.mixture()
+        w = w.reshape(-1, 1)  # [n, 1]
+        log_terms = log_pis + 0.5 * (log_lam - _LOG_2PI) - 0.5 * log_lam.exp() * (w - means) ** 2  # [n, J]
+        return -torch.logsumexp(log_terms, dim=1).sum()
+
+    def neg_log_hyperprior(self) -> torch.Tensor:
+        """sum_j (1 - a_j) log lambda_j + b_j lambda_j (Gamma priors on the precisions, up to constants)."""
+        log_lam = self.log_precisions.clamp(max=MAX_LOG_PRECISION)
+        total = log_lam.new_zeros(())
+        for prior, part in ((self.zero_gamma, log_lam[:1]), (self.gamma, log_lam[1:])):
+            if prior is not None:
+                a, b = prior
+                total = total + ((1 - a) * part + b * part.exp()).sum()
+        return total
+
+    def kl_divergence(self) -> torch.Tensor:
+        """The prior's term of the objective, ``tau * (-log p(w) - log p(lambda))`` (added as ``KL / N``)."""
+        return self.tau * (sum(self.neg_log_prior(w) for w in self.weights()) + self.neg_log_hyperprior())
+
+    def learning_rates(self) -> list[tuple[list[nn.Parameter], float]]:
+        """Parameter groups with their own Adam learning rates (the paper: ~5e-4, "a very sensitive parameter")."""
+        return [([getattr(self, name)], lr) for name, lr in self.rates.items()]
+
+    def extra_repr(self) -> str:
+        return f"components={self.log_precisions.numel()}, pi_zero={self.pi_zero}, tau={self.tau}"
