@@ -105,5 +105,5 @@ def test_gamma_hyperprior_is_minimised_at_its_mode():
     for log_lam in (math.log(2000.0), math.log(4999.0 / 2.0), math.log(3000.0)):  # the mode of G(a, b) is (a-1)/b
         with torch.no_grad():
             prior.log_precisions[0] = log_lam
-        values.append(float(prior.neg_log_hyperprior()))
+        values.append(float(prior.neg_log_hyperprior().detach()))
     assert values[1] < values[0] and values[1] < values[2]

@@ -19,7 +19,7 @@ from bcrepro import tracking
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 FAKE_SLURM = REPO / "tests" / "fakeslurm"
-PAPER_JOBS = {"stage_data": 1, "init_mlflow": 1, "pretrain": 6, "train": 12, "compress": 18, "speedup": 12,
+PAPER_JOBS = {"stage_data": 1, "init_mlflow": 1, "pretrain": 6, "train": 36, "compress": 42, "speedup": 12,
               "table": 1, "figures": 1, "all": 1}
 
 
@@ -114,8 +114,8 @@ def finished_workflow(tmp_path_factory):
 @pytest.mark.slow
 def test_whole_dag_writes_the_table_beside_the_paper(finished_workflow):
     table = pd.read_csv(finished_workflow / "results" / "table.csv")
-    assert list(zip(table["arch"], table["method"])) == [("lenet300", "dense"), ("lenet300", "bc-gnj"),
-                                                         ("lenet300", "bc-ghs")]
+    assert list(zip(table["arch"], table["method"])) == [("lenet300", m) for m in
+                                                         ("dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs")]
     assert (table["n_seeds"] == 1).all() and (table["dataset"] == "synthetic").all()
     gnj = table.set_index("method").loc["bc-gnj"]
     assert gnj["paper_compression_pruning"] == 9 and gnj["paper_compression_precision"] == 36
@@ -140,9 +140,9 @@ def test_whole_dag_draws_the_figures(finished_workflow):
 @pytest.mark.slow
 def test_whole_dag_logs_one_finished_mlflow_run_per_cell(finished_workflow):
     runs = tracking.find_runs(tracking.sqlite_uri(finished_workflow / "results" / "mlflow.db"), "bcrepro")
-    assert len(runs) == 3
+    assert len(runs) == 7
     assert set(runs["status"]) == {"FINISHED"}
-    assert sorted(runs["tags.method"]) == ["bc-ghs", "bc-gnj", "dense"]
+    assert sorted(runs["tags.method"]) == ["bc-ghs", "bc-gnj", "dc", "dense", "dns", "sparse-vd", "sws"]
     assert set(runs["tags.dataset"]) == {"synthetic"} and set(runs["tags.arch"]) == {"lenet300"}
     gnj = runs[runs["tags.method"] == "bc-gnj"].iloc[0]
     metrics = json.loads((finished_workflow / "results/runs/lenet300/bc-gnj/seed0/metrics.json").read_text())
