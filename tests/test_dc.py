@@ -1,14 +1,14 @@
 """Deep Compression: pruning to the published fractions with weights held at exactly zero, k-means codebooks whose
 centroids are the only values left, DC's centroid gradient, accounting with codebooks, and a synthetic run."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bcrepro import accounting, compression as C, data, models
+from conftest import run_bcrepro
+
+from bcrepro import accounting, data, models
 from bcrepro.layers.masked import MaskedLinear
 from bcrepro.methods import dc, get_method
 from bcrepro.train import TrainConfig, train
@@ -77,20 +77,13 @@ def test_codebook_precision_counts_index_bits_and_32_bit_codebooks():
 
 
 @pytest.mark.slow
-def test_dc_from_a_dense_reference_prunes_and_shares_while_the_error_stays_low(tmp_path):
-    def bcrepro(*args):
-        done = subprocess.run([sys.executable, "-m", "bcrepro", *map(str, args)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        return done
-
-    dense, run = tmp_path / "dense", tmp_path / "dc"
-    bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 6,
-            "--params-json", json.dumps({"validation_size": 300}), "--out", dense)
-    bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 8,
-            "--init", dense / "model.pt", "--out", run,
-            "--params-json", json.dumps({"validation_size": 300, "lr": 0.01, "prune_iterations": [0, 25, 50],
-                                         "quantize_iteration": 100}))
-    bcrepro("compress", "--run", run)
+def test_dc_from_a_dense_reference_prunes_and_shares_while_the_error_stays_low(tmp_path, dense_lenet300):
+    run = tmp_path / "dc"
+    run_bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 8,
+                "--init", dense_lenet300, "--out", run,
+                "--params-json", json.dumps({"validation_size": 300, "lr": 0.01, "prune_iterations": [0, 25, 50],
+                                             "quantize_iteration": 100}))
+    run_bcrepro("compress", "--run", run)
     metrics = json.loads((run / "metrics.json").read_text())
     kept = [k / t for k, t in zip(metrics["kept_weights"], metrics["layer_weights"])]
     assert kept == pytest.approx([0.08, 0.09, 0.26], abs=0.01)

@@ -1,10 +1,9 @@
 """Dynamic Network Surgery: thresholds, hysteresis, splicing through straight-through masks, and a synthetic run."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import run_bcrepro
 
 from bcrepro import models
 from bcrepro.layers.masked import MaskedLinear
@@ -78,22 +77,15 @@ def test_thresholds_are_kept_with_the_weights_for_a_resumed_run():
 
 
 @pytest.mark.slow
-def test_dns_from_a_dense_reference_prunes_while_the_error_stays_low(tmp_path):
-    def bcrepro(*args):
-        done = subprocess.run([sys.executable, "-m", "bcrepro", *map(str, args)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        return done
-
-    dense, surgery = tmp_path / "dense", tmp_path / "dns"
-    bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 6,
-            "--params-json", json.dumps({"validation_size": 300}), "--out", dense)
-    bcrepro("train", "--arch", "lenet300", "--method", "dns", "--dataset", "synthetic", "--epochs", 8,
-            "--init", dense / "model.pt", "--out", surgery,
-            "--params-json", json.dumps({"validation_size": 300, "iter_stop": [150, 150, 150],
-                                         "c_rate": [1.0, 1.0, 0.5]}))
-    bcrepro("compress", "--run", surgery)
+def test_dns_from_a_dense_reference_prunes_while_the_error_stays_low(tmp_path, dense_lenet300):
+    surgery = tmp_path / "dns"
+    run_bcrepro("train", "--arch", "lenet300", "--method", "dns", "--dataset", "synthetic", "--epochs", 8,
+                "--init", dense_lenet300, "--out", surgery,
+                "--params-json", json.dumps({"validation_size": 300, "iter_stop": [150, 150, 150],
+                                             "c_rate": [1.0, 1.0, 0.5]}))
+    run_bcrepro("compress", "--run", surgery)
     metrics = json.loads((surgery / "metrics.json").read_text())
-    reference = json.loads((dense / "run.json").read_text())
+    reference = json.loads((dense_lenet300.parent / "run.json").read_text())
     assert metrics["nonzero_weights"] < 0.3 * metrics["total_weights"]
     assert metrics["compression_pruning"] > 2.0
     assert metrics["error_pct"] < 15.0

@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bcrepro import accounting, compression as C, models, slim
 from bcrepro.layers.masked import MaskedConv2d, MaskedLinear

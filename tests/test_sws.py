@@ -2,12 +2,11 @@
 learning rates, and quantisation to the mixture means in a synthetic run whose reported error is the quantised one."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_bcrepro
 
 from bcrepro import cli, data, models
 from bcrepro.methods import get_method, sws
@@ -71,23 +70,16 @@ def test_finalize_moves_every_weight_to_a_mixture_mean_and_prunes_the_zeros():
 
 
 @pytest.mark.slow
-def test_sws_from_a_dense_reference_quantises_and_reports_the_quantised_error(tmp_path):
-    def bcrepro(*args):
-        done = subprocess.run([sys.executable, "-m", "bcrepro", *map(str, args)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        return done
-
-    dense, run = tmp_path / "dense", tmp_path / "sws"
-    bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 6,
-            "--params-json", json.dumps({"validation_size": 300}), "--out", dense)
-    bcrepro("train", "--arch", "lenet300", "--method", "sws", "--dataset", "synthetic", "--epochs", 10,
-            "--init", dense / "model.pt", "--out", run,
+def test_sws_from_a_dense_reference_quantises_and_reports_the_quantised_error(tmp_path, dense_lenet300):
+    run = tmp_path / "sws"
+    run_bcrepro("train", "--arch", "lenet300", "--method", "sws", "--dataset", "synthetic", "--epochs", 10,
+                "--init", dense_lenet300, "--out", run,
             # synthetic weights are small (|w| < 0.05): narrow components, no hyper-priors (their mean sigma, 0.02,
             # would put every weight in the zero component)
-            "--params-json", json.dumps({"validation_size": 300, "init_std": 0.01, "zero_gamma": None,
-                                         "gamma": None, "lr_means": 1e-3, "lr_log_precisions": 3e-3,
-                                         "lr_mixing": 3e-3}))
-    bcrepro("compress", "--run", run)
+                "--params-json", json.dumps({"validation_size": 300, "init_std": 0.01, "zero_gamma": None,
+                                             "gamma": None, "lr_means": 1e-3, "lr_log_precisions": 3e-3,
+                                             "lr_mixing": 3e-3}))
+    run_bcrepro("compress", "--run", run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["nonzero_weights"] < 0.5 * metrics["total_weights"]
     assert metrics["bits"] is not None and max(metrics["bits"]) <= 4  # at most 16 non-zero means

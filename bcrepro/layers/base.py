@@ -197,19 +197,24 @@ class LinearGeometry:
         return f"in_features={self.in_features}, out_features={self.out_features}, clip_var={self.clip_var}"
 
 
+def set_conv_geometry(module: nn.Module, in_channels, out_channels, kernel_size, stride, padding, dilation) -> None:
+    """The attributes of an ``nn.Conv2d`` that compression and slimming read (pairs where torch uses pairs)."""
+    as_pair = torch.nn.modules.utils._pair
+    module.in_channels = in_channels
+    module.out_channels = out_channels
+    module.kernel_size = as_pair(kernel_size)
+    module.stride = as_pair(stride)
+    module.padding = as_pair(padding)
+    module.dilation = as_pair(dilation)
+
+
 class Conv2dGeometry:
     """Groups are output filters; z scales a filter's whole output: y_c = z_c (W~_c * x + b~_c)."""
 
     group_axis = "out"
 
     def _setup_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation):
-        as_pair = torch.nn.modules.utils._pair
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = as_pair(kernel_size)
-        self.stride = as_pair(stride)
-        self.padding = as_pair(padding)
-        self.dilation = as_pair(dilation)
+        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
 
     def _broadcast_groups(self, per_group: torch.Tensor) -> torch.Tensor:
         return per_group.view(-1, 1, 1, 1)  # [out, 1, 1, 1] against weight [out, in, kh, kw]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # The KL fit is Molchanov et al. (2017) Eq. 14 for group and per-weight dropout alike; it lives in group_nj.py.
+from .base import set_conv_geometry
 from .group_nj import jeffreys_kl_approx
 
 # Prune a weight when log alpha exceeds this (the SVDO paper's value; alpha > e^3 ≈ 20).
@@ -133,14 +134,9 @@ class Conv2dSVDO(SVDOLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, *,
                  train_clip: bool = False):
-        as_pair = torch.nn.modules.utils._pair
-        super().__init__((out_channels, in_channels, *as_pair(kernel_size)), out_channels, train_clip)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = as_pair(kernel_size)
-        self.stride = as_pair(stride)
-        self.padding = as_pair(padding)
-        self.dilation = as_pair(dilation)
+        kernel = torch.nn.modules.utils._pair(kernel_size)
+        super().__init__((out_channels, in_channels, *kernel), out_channels, train_clip)
+        set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         with torch.no_grad():
             nn.init.xavier_uniform_(self.theta)  # Lasagne's GlorotUniform: the same fans (channels * receptive field)
 
