@@ -27,7 +27,8 @@ import yaml
 
 from . import compression, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
-from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train, write_json
+from .atomic import write_json
+from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")
 

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from . import accounting
+from .atomic import write_atomically
 from .layers import GroupScaleLayer
 from .models import PRUNABLE_TYPES
 
@@ -790,7 +791,4 @@ def save_posterior(path: str | os.PathLike, net, thresholds: Sequence[float | No
         if i < n_weight_layers:
             arrays[f"weight_{i}"] = layer_weight(layer).float().cpu().numpy()
     arrays["statistic_label"] = np.array(" / ".join(sorted(labels)))
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    os.replace(tmp, path)
+    write_atomically(path, lambda out: np.savez_compressed(out, **arrays))

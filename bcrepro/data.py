@@ -54,6 +54,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import write_atomically
+
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation while torchvision downloads; offline machines fail fast
@@ -451,7 +453,7 @@ def _decompress_idx(raw: Path) -> None:
         archive = raw / f"{filename}.gz"
         if archive.is_file():
             try:
-                _write_atomically(raw / filename, lambda out: _gunzip_into(archive, out))
+                write_atomically(raw / filename, lambda out: _gunzip_into(archive, out))
             except (OSError, EOFError) as error:
                 log.warning("could not decompress %s (%s); it will be re-downloaded or reported", archive,
                             _brief(error))
@@ -470,25 +472,12 @@ def _copy_debian_fashion_mnist(raw: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for source in sources:
         if not (raw / source.name).is_file() and not (raw / source.name[:-3]).is_file():
-            _write_atomically(raw / source.name, lambda out, s=source: _copy_into(s, out))
+            write_atomically(raw / source.name, lambda out, s=source: _copy_into(s, out))
 
 
 def _copy_into(source: Path, out) -> None:
     with open(source, "rb") as f:
         shutil.copyfileobj(f, out, 1 << 20)
-
-
-def _write_atomically(target: Path, write: Callable) -> None:
-    """Write through a temporary file in the target's folder, renamed into place only when complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _cifar_complete(folder: Path) -> bool:

@@ -39,6 +39,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from .atomic import write_atomically  # noqa: E402
+
 DPI = 120
 
 # One colour per method in every figure; the order is the legend order.
@@ -79,17 +81,10 @@ def _method_order(methods: Iterable[str]) -> list[str]:
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically, close it, and return the path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
+        return write_atomically(path, lambda out: fig.savefig(out, dpi=DPI, format="png"))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:

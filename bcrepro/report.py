@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
@@ -29,6 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from bcrepro.atomic import write_text
 from bcrepro.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, paper_architecture, paper_row
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
@@ -349,17 +349,6 @@ def architecture_markdown(table: pd.DataFrame) -> str:
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write to a temporary file beside ``path``, then rename: a reader never sees half a table."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, encoding="utf-8") as tmp:
-        tmp.write(text)
-    try:
-        os.replace(tmp.name, path)
-    except BaseException:
-        os.unlink(tmp.name)
-        raise
-    return path
 
 
 def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
@@ -368,9 +357,9 @@ def write_tables(runs: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     table, architectures = comparison_table(runs), architecture_table(runs)
     return [
-        _write_atomic(out / "table.csv", table.to_csv(index=False)),
-        _write_atomic(out / "table.md", comparison_markdown(table)),
-        _write_atomic(out / "table.tex", comparison_latex(table)),
-        _write_atomic(out / "architectures.csv", architectures.to_csv(index=False)),
-        _write_atomic(out / "architectures.md", architecture_markdown(architectures)),
+        write_text(out / "table.csv", table.to_csv(index=False)),
+        write_text(out / "table.md", comparison_markdown(table)),
+        write_text(out / "table.tex", comparison_latex(table)),
+        write_text(out / "architectures.csv", architectures.to_csv(index=False)),
+        write_text(out / "architectures.md", architecture_markdown(architectures)),
     ]

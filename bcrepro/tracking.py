@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import write_json
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
@@ -223,10 +225,7 @@ def read_state(run_dir) -> dict | None:
 
 def _write_state(run_dir, **state) -> None:
     """Write ``tracking.json`` atomically (a job killed mid-write must not leave half a file)."""
-    path = Path(run_dir) / STATE_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(state, Path(run_dir) / STATE_FILE)
 
 
 def _state_matches(state: dict | None, uri: str, experiment: str) -> bool:

@@ -16,10 +16,8 @@ Command: ``bcrepro train --arch lenet300 --method bc-gnj --dataset mnist --seed 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .atomic import write_atomically
 from .data import DataSplits, augment_cifar, minibatches
 from .models import Net
 
@@ -154,9 +153,7 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def _save_atomically(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda out: torch.save(obj, out))
 
 
 def _groups_summary(net: Net, monitor: Callable[[torch.Tensor], int] | None) -> list[list[int]]:
@@ -298,9 +295,3 @@ def progress_line(record: dict, epochs: int) -> str:
             f"test_err {record['test_error_pct']:.2f}%" + (f" groups {groups}" if groups else "")
             + (f" weights {weights}" if weights else "") + f" {record['seconds']:.1f}s")
 
-
-def write_json(obj, path: Path) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
