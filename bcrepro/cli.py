@@ -155,19 +155,16 @@ def init_from_dense(net: models.Net, path: Path) -> None:
 
 
 def epoch_metrics(record: dict) -> dict:
-    """The per-epoch values MLflow plots while a run trains (groups kept as a fraction, per layer and overall)."""
+    """The per-epoch values MLflow plots while a run trains (groups or weights kept as a fraction, per layer and
+    overall)."""
     metrics = {key: record[key] for key in ("loss", "cross_entropy", "kl", "kl_weight", "lr", "train_error_pct",
                                             "test_error_pct", "seconds")}
-    groups = record.get("groups_kept") or []
-    for i, (kept, total) in enumerate(groups):
-        metrics[f"groups_kept_fraction.layer{i}"] = kept / total
-    if groups:
-        metrics["groups_kept_fraction"] = sum(k for k, _ in groups) / sum(t for _, t in groups)
-    weights = record.get("weights_kept") or []
-    for i, (kept, total) in enumerate(weights):
-        metrics[f"weights_kept_fraction.layer{i}"] = kept / total
-    if weights:
-        metrics["weights_kept_fraction"] = sum(k for k, _ in weights) / sum(t for _, t in weights)
+    for unit in ("groups", "weights"):
+        pairs = record.get(f"{unit}_kept") or []  # [kept, total] per layer
+        for i, (kept, total) in enumerate(pairs):
+            metrics[f"{unit}_kept_fraction.layer{i}"] = kept / total
+        if pairs:
+            metrics[f"{unit}_kept_fraction"] = sum(k for k, _ in pairs) / sum(t for _, t in pairs)
     return metrics
 
 

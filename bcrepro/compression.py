@@ -144,8 +144,7 @@ def own_keeps(layer: nn.Module, threshold: float | None) -> tuple[torch.Tensor, 
     keep_out = torch.ones(n_outputs(layer), dtype=torch.bool)
     weights_kept = own_weight_mask(layer)
     if weights_kept is not None:
-        per_pair = weights_kept.reshape(weights_kept.shape[0], weights_kept.shape[1], -1).any(dim=2).cpu()
-        keep_in, keep_out = per_pair.any(dim=0), per_pair.any(dim=1)
+        keep_in, keep_out = _connected_units(weights_kept, LayerMask(keep_in, keep_out))
     if isinstance(layer, GroupScaleLayer):
         if layer.group_axis == "in":
             keep_in = group_keep(layer, threshold)
@@ -210,9 +209,15 @@ def _keeps_within(layer: nn.Module, keep, mask: LayerMask):
     weights_kept = own_weight_mask(layer)
     if weights_kept is None:
         return keep
+    keep_in, keep_out = _connected_units(weights_kept, mask)
+    return keep[0] & keep_in, keep[1] & keep_out
+
+
+def _connected_units(weights_kept: torch.Tensor, alive: LayerMask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, outputs) that some kept weight connects between alive inputs and alive outputs.  # bool [in], [out]"""
     per_pair = weights_kept.reshape(weights_kept.shape[0], weights_kept.shape[1], -1).any(dim=2).cpu()
-    per_pair = per_pair & mask.out_mask[:, None] & mask.in_mask[None, :]
-    return keep[0] & per_pair.any(dim=0), keep[1] & per_pair.any(dim=1)
+    per_pair = per_pair & alive.out_mask[:, None] & alive.in_mask[None, :]
+    return per_pair.any(dim=0), per_pair.any(dim=1)
 
 
 def full_masks(net) -> list[LayerMask]:
@@ -385,7 +390,7 @@ def codebook_precision(net) -> Precision | None:
     entries = [layer.codebook_entries() if hasattr(layer, "codebook_entries") else None for layer in layers]
     if any(e is None for e in entries):
         return None
-    bits = [max(1, math.ceil(math.log2(e))) if e > 1 else 1 for e in entries]
+    bits = [max(1, math.ceil(math.log2(e))) for e in entries]  # shared layers have e >= 1 entries
     return Precision([None] * len(layers), 0, bits, [layer_weight(layer) for layer in layers], entries)
 
 
@@ -658,11 +663,10 @@ def kept_weight_mask(layer: nn.Module, mask: LayerMask) -> torch.Tensor:
 
 def layer_counts(layer: nn.Module, mask: LayerMask) -> accounting.LayerCounts:
     """Storage-relevant counts of a pruned layer: the dense kept block, and the weights stored within it."""
-    weight = layer_weight(layer)
-    kernel_area = int(np.prod(weight.shape[2:])) if weight.dim() > 2 else 1
-    block = mask.kept_weights(kernel_area)
-    nonzero = block if own_weight_mask(layer) is None else int(kept_weight_mask(layer, mask).sum())
-    return accounting.LayerCounts(total=weight.numel(), nonzero=nonzero, slim=block, rows=weight.shape[0])
+    stored = kept_weight_mask(layer, mask)
+    kernel_area = int(np.prod(stored.shape[2:])) if stored.dim() > 2 else 1
+    return accounting.LayerCounts(total=stored.numel(), nonzero=int(stored.sum()),
+                                  slim=mask.kept_weights(kernel_area), rows=stored.shape[0])
 
 
 def encoded_layer(layer: nn.Module, mask: LayerMask, weight: torch.Tensor, index_bits: int | None = None):

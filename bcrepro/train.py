@@ -167,8 +167,8 @@ def _groups_summary(net: Net, monitor: Callable[[torch.Tensor], int] | None) -> 
 def _weights_summary(net: Net) -> list[list[int]]:
     """[kept, total] weights per layer that prunes single weights (``weight_mask()``); empty otherwise."""
     with torch.no_grad():
-        return [[int(m.weight_mask().sum()), m.weight_mask().numel()] for m in net.prunable_layers()
-                if hasattr(m, "weight_mask")]
+        masks = [m.weight_mask() for m in net.prunable_layers() if hasattr(m, "weight_mask")]
+        return [[int(mask.sum()), mask.numel()] for mask in masks]
 
 
 def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: torch.device,

@@ -56,7 +56,6 @@ def after_step(net, hp: dict):
             r = rounds.index(iteration) + 1
             for layer, final in zip(layers, hp["kept_fraction"]):
                 prune_to_fraction(layer.weight, layer.mask, final ** (r / len(rounds)))
-                layer.threshold.fill_(float((layer.weight.abs() * layer.mask)[layer.mask].min()))
         for layer in layers:
             layer.weight.mul_(layer.mask)  # exactly zero, whatever momentum and weight decay did
         if iteration == hp["quantize_iteration"]:

@@ -26,7 +26,8 @@ def _factory(arch: str, hp: dict) -> LayerFactory:
 
 def surgery_threshold(weight: torch.Tensor, mask: torch.Tensor, c_rate: float) -> float:
     """t = max(mu + c_rate * sigma, 0), mu and sigma the mean and std of |w| over the kept non-zero weights."""
-    magnitudes = (weight * mask)[(weight * mask) != 0].abs().double()
+    kept = weight * mask
+    magnitudes = kept[kept != 0].abs().double()
     if magnitudes.numel() == 0:
         return 0.0
     mean = magnitudes.mean()
