@@ -7,6 +7,8 @@ Sources (see ``docs/reference-bc.md`` §2.7 and §2.9, ``docs/baselines.md``):
   (``KarenUllrich/Tutorial_BayesianCompressionForDL``); the BC bit widths and the LeNet-300-100 BC rates are
   re-derived by the arithmetic of ``reference-bc.md`` §2.8 (unit-tested in ``tests/test_accounting.py``).
 - Table 2 of the same paper: the learned architectures (units left per layer after pruning).
+- Each baseline's own paper (``OWN_PAPER_RESULTS``): Deep Compression, DNS, Soft Weight-Sharing and Sparse VD as their
+  authors published them, with the kind of compression rate each used (``baselines.md`` §1).
 
 Column meanings of Table 1, as stored in ``PaperRow``: ``nonzero_pct`` = |W≠0|/|W| in %; ``bits`` = bits per stored
 weight per layer (a single number when one width serves all layers); ``compression_pruning`` = "fast prediction"
@@ -98,6 +100,54 @@ PAPER_ARCHITECTURES: dict[tuple[str, str], list[int]] = {
     ("vgg16", "bc-gnj"): [63, 64, 128, 128, 245, 155, 63, 26, 24, 20, 14, 12, 11, 11, 15],  # Table 2 (14(56))
     ("vgg16", "bc-ghs"): [51, 62, 125, 128, 228, 129, 38, 13, 9, 6, 5, 6, 6, 6, 20],  # Table 2 (18(59))
 }
+
+
+# ---- each baseline's own paper ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OwnPaperRow:
+    """What a baseline's own paper published for one network (``baselines.md`` §2.3, §3.4, §4.4, §5.3).
+
+    ``rate_kind`` says which compression rate ``rate`` is (``baselines.md`` §1, never to be mixed up): ``"parameters"``
+    = |W| / |W≠0| (Han'15 pruning, DNS, Sparse VD) or ``"storage"`` = 32|W| over the bits of Deep Compression's
+    encoding (DC, SWS), comparable with our ``compression_max``. ``kept_pct``: per-layer |W≠0|/|W| in %, where
+    published. ``original_error_pct``: the reference network the paper started from (each trained its own).
+    """
+
+    source: str
+    original_error_pct: float | None
+    error_pct: float
+    nonzero_pct: float
+    rate: float
+    rate_kind: str
+    kept_pct: tuple[float, ...] | None = None
+
+
+OWN_PAPER_RESULTS: dict[tuple[str, str], OwnPaperRow] = {
+    # Han, Mao, Dally, ICLR 2016, Table 1 (storage with 6/5-bit codes, relative indices and Huffman); per-layer kept %
+    # as tabulated by Sparse VD from Han'15 (the pruning stage).
+    ("lenet300", "dc"): OwnPaperRow("Han et al. 2016, Table 1", 1.64, 1.58, 8.0, 40, "storage", (8.0, 9.0, 26.0)),
+    ("lenet5", "dc"): OwnPaperRow("Han et al. 2016, Table 1", 0.80, 0.74, 8.0, 39, "storage", (66.0, 12.0, 8.0, 19.0)),
+    # Guo, Yao, Chen, NIPS 2016, Tables 1-2 (parameter ratios); per-layer kept % via Sparse VD's Table 1.
+    ("lenet300", "dns"): OwnPaperRow("Guo et al. 2016, Tables 1-2", 2.28, 1.99, 1.8, 56, "parameters",
+                                     (1.8, 1.8, 5.5)),
+    ("lenet5", "dns"): OwnPaperRow("Guo et al. 2016, Tables 1-2", 0.91, 0.91, 0.9, 108, "parameters",
+                                   (14.2, 3.1, 0.7, 4.3)),
+    # Ullrich, Meeds, Welling, ICLR 2017, Table 1 (storage, Han's format); LeNet-300-100's per-layer kept % from the
+    # text (96 / 90 / 18 % pruned in the initial run).
+    ("lenet300", "sws"): OwnPaperRow("Ullrich et al. 2017, Table 1", 1.89, 1.94, 4.3, 64, "storage", (4.0, 10.0, 82.0)),
+    ("lenet5", "sws"): OwnPaperRow("Ullrich et al. 2017, Table 1", 0.88, 0.97, 0.5, 162, "storage"),
+    # Molchanov, Ashukha, Vetrov, ICML 2017, Table 1 (parameter ratios; trained from scratch, so no own reference);
+    # |W≠0|/|W| = 1/68 and 1/280, per-layer kept % = 100 - their pruned %.
+    ("lenet300", "sparse-vd"): OwnPaperRow("Molchanov et al. 2017, Table 1", None, 1.92, 1.47, 68, "parameters",
+                                           (1.1, 2.8, 38.0)),
+    ("lenet5", "sparse-vd"): OwnPaperRow("Molchanov et al. 2017, Table 1", None, 0.75, 0.36, 280, "parameters",
+                                         (33.0, 2.0, 0.2, 5.0)),
+}
+
+
+def own_paper_row(arch: str, method: str) -> OwnPaperRow | None:
+    """The baseline's own published result for ``arch`` (``None`` for BC, whose own paper is Table 1, and others)."""
+    return OWN_PAPER_RESULTS.get((arch, method))
 
 
 def paper_row(arch: str, method: str) -> PaperRow | None:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bcrepro.atomic import write_text
-from bcrepro.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, paper_architecture, paper_row
+from bcrepro.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
 METHOD_ORDER = ["dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs"]
@@ -58,6 +58,7 @@ TABLE_COLUMNS = [
     "paper_dataset", "paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
     "paper_compression_max", "paper_nonzero_pct", "paper_bits", "paper_starred",
     "diff_error_pct", "diff_compression_pruning", "diff_compression_precision",
+    "own_paper", "own_error_pct", "own_nonzero_pct", "own_rate", "own_rate_kind",
 ]
 ARCHITECTURE_COLUMNS = ["arch", "method", "n_seeds", "original", "measured", "measured_mean", "paper"]
 
@@ -203,6 +204,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         }
         for name in ("error_pct", "compression_pruning", "compression_precision"):
             row[f"diff_{name}"] = _diff(row[f"{name}_mean"], row[f"paper_{name}"])
+        own = own_paper_row(arch, method)
+        row.update({"own_paper": own.source if own else "", "own_error_pct": _paper_number(own, "error_pct"),
+                    "own_nonzero_pct": _paper_number(own, "nonzero_pct"), "own_rate": _paper_number(own, "rate"),
+                    "own_rate_kind": own.rate_kind if own else ""})
         rows.append(row)
     if not rows:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in TABLE_COLUMNS})
@@ -284,7 +289,7 @@ TEX = _Style(dash="--", pm=r" $\pm$ ", star=r"$^*$", escape=_tex_escape)
 # Headers of the human-readable comparison table, in the order of ``_comparison_cells``.
 _COMPARISON_HEADERS = ["arch", "method", "data", "seeds", "error % (mean ± std)", "paper error %",
                        "|W≠0|/|W| %", "paper", "CR pruning", "paper", "CR precision", "paper", "CR max", "paper",
-                       "bits", "paper bits"]
+                       "bits", "paper bits", "own paper: error %, |W≠0|/|W| %, CR"]
 
 
 def _comparison_cells(row, style: _Style) -> list[str]:
@@ -297,13 +302,23 @@ def _comparison_cells(row, style: _Style) -> list[str]:
         style.mean_std(row["compression_precision_mean"], row["compression_precision_std"], 1),
         style.paper(row["paper_compression_precision"]),
         style.number(row["compression_max_mean"], 1), style.paper(row["paper_compression_max"]),
-        style.text(row["bits"]), style.text(row["paper_bits"]),
+        style.text(row["bits"]), style.text(row["paper_bits"]), _own_paper_cell(row, style),
     ]
+
+
+def _own_paper_cell(row, style: _Style) -> str:
+    """A baseline's own published result, e.g. "1.58, 8.0, 40 (storage; Han et al. 2016, Table 1)"; "–" for none."""
+    if not row["own_paper"]:
+        return style.dash
+    return style.escape(f"{row['own_error_pct']:g}, {row['own_nonzero_pct']:g}, {row['own_rate']:g} "
+                        f"({row['own_rate_kind']}; {row['own_paper']})")
 
 
 _NOTE = ("Paper numbers are the paper's (Table 1 of Louizos et al. 2017) and were measured on the paper's data set "
          "(MNIST for the LeNets, CIFAR-10 for VGG); `data` names the data set of the measured runs. "
          "* = the paper's pruning-only figure is the authors' best-case guess. "
+         "The last column is each baseline's own paper, on MNIST, with its own kind of rate: `parameters` = "
+         "|W|/|W≠0| (compare with CR pruning's sparsity), `storage` = Deep Compression's encoding (compare with CR max). "
          "CR = compression rate (×); ± = std over seeds (– with one seed); – = not available.")
 
 
@@ -324,9 +339,10 @@ def comparison_latex(table: pd.DataFrame) -> str:
     headers = [_tex_escape(h) for h in _COMPARISON_HEADERS]
     headers[4] = r"error \% (mean $\pm$ std)"
     headers[6] = r"$|W_{\neq 0}|/|W|$ \%"
+    headers[-1] = r"own paper: error \%, $|W_{\neq 0}|/|W|$ \%, CR"
     lines = [r"% measured vs paper (Louizos et al. 2017, Table 1); paper numbers are for MNIST / CIFAR-10;",
              r"% $^*$ = the authors' best-case guess; -- = not available",
-             r"\begin{tabular}{lllr" + "r" * (len(headers) - 6) + "ll}", r"\toprule",
+             r"\begin{tabular}{lllr" + "r" * (len(headers) - 7) + "lll}", r"\toprule",
              " & ".join(headers) + r" \\", r"\midrule"]
     previous_arch = None
     for _, row in table.iterrows():

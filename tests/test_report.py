@@ -232,3 +232,38 @@ def test_paper_lenet300_gnj_rates_follow_from_its_table2_architecture():
     assert math.floor(LENET300_WEIGHTS / sum(layer_weights)) == row.compression_pruning == 9
     stored_bits = sum(n * b for n, b in zip(layer_weights, row.bits))
     assert math.floor(32 * LENET300_WEIGHTS / stored_bits) == row.compression_precision == 36
+
+
+def test_baselines_sit_beside_their_own_papers_with_the_kind_of_rate(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "lenet300", "dns", 0)
+    write_run(root, "lenet5", "sws", 0, total_weights=LENET5_WEIGHTS)
+    write_run(root, "lenet300", "bc-gnj", 0)
+    table = report.comparison_table(report.load_runs(root))
+    dns = row_of(table, "lenet300", "dns")
+    # DNS, Guo et al. 2016: 1.99 % error, 1.8 % kept, 56x as a parameter ratio (not storage)
+    assert (dns["own_error_pct"], dns["own_nonzero_pct"], dns["own_rate"], dns["own_rate_kind"]) == \
+        (1.99, 1.8, 56, "parameters")
+    assert dns["paper_compression_pruning"] == 28  # the BC paper's figure for DNS is a different number
+    sws = row_of(table, "lenet5", "sws")
+    assert (sws["own_error_pct"], sws["own_rate"], sws["own_rate_kind"]) == (0.97, 162, "storage")
+    gnj = row_of(table, "lenet300", "bc-gnj")  # BC's own paper is Table 1 itself: no second entry
+    assert gnj["own_paper"] == "" and math.isnan(gnj["own_rate"])
+    markdown = report.comparison_markdown(table)
+    assert "1.99, 1.8, 56 (parameters; Guo et al. 2016" in markdown
+    latex = report.comparison_latex(table)
+    header = next(line for line in latex.splitlines() if line.startswith(r"\begin{tabular}"))
+    body = next(line for line in latex.splitlines() if line.startswith("lenet300 & dns"))
+    assert len(header.split("{")[2].rstrip("}")) == body.count(" & ") + 1  # one column spec per cell
+
+
+def test_own_paper_rates_agree_with_their_kept_fractions():
+    # A parameter ratio is 1 / kept fraction; per-layer kept % weighted by layer size gives the overall one.
+    layer_sizes = {"lenet300": [235200, 30000, 1000], "lenet5": [500, 25000, 400000, 5000]}
+    for (arch, method), row in paper.OWN_PAPER_RESULTS.items():
+        if row.rate_kind == "parameters":
+            assert 100.0 / row.rate == pytest.approx(row.nonzero_pct, rel=0.08), (arch, method)
+        if row.kept_pct is not None:
+            sizes = layer_sizes[arch]
+            overall = sum(k * n for k, n in zip(row.kept_pct, sizes)) / sum(sizes)
+            assert overall == pytest.approx(row.nonzero_pct, rel=0.2, abs=0.3), (arch, method)
