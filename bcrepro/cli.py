@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import compression, data, models, slim, speed, tracking
+from . import bitstream, compression, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
-from .atomic import write_json
+from .atomic import write_atomically, write_json
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")
@@ -37,6 +37,7 @@ MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 COMPRESSED_FILE = "compressed.npz"
+ARTEFACT_FILE = "compressed.bin"  # Deep Compression's format, bit-packed (bcrepro.bitstream)
 SLIM_FILE = "slim.pt"
 POSTERIOR_FILE = "posterior.npz"
 SPEED_FILE = "speed.json"
@@ -253,6 +254,9 @@ def cmd_compress(args) -> None:
     compressed_bytes = compression.save_compressed(
         out / COMPRESSED_FILE, deployable, result.masks,
         None if precision is None else precision.rounded_weights, None if precision is None else precision.bits)
+    artefact = bitstream.encode_layers(result.encoded, [(m.out_mask.cpu().numpy(), m.in_mask.cpu().numpy())
+                                                        for m in result.masks])
+    write_atomically(out / ARTEFACT_FILE, lambda handle: handle.write(artefact))
     try:
         slim.save_slim(slim.slim_net(deployable, result.masks), out / SLIM_FILE)
     except ValueError as err:  # a pruned batch-normed channel before a padded conv (VGG): a later issue
@@ -264,6 +268,8 @@ def cmd_compress(args) -> None:
             "arch": run["arch"], "method": run["method"], "seed": run["seed"], "dataset": run["dataset"],
             **result.metrics,
             "compressed_bytes": compressed_bytes,
+            "artefact_bytes": len(artefact),
+            "compression_on_disk": 4 * result.metrics["total_weights"] / len(artefact),  # float32 original
             "mlflow_run_id": tracker.run_id or run.get("mlflow_run_id"),
             "train_seconds": run.get("train_seconds"),
         }
@@ -273,16 +279,25 @@ def cmd_compress(args) -> None:
         tracker.log_params({"thresholds.rule": metrics["thresholds"].get("rule"),
                             "architecture": "-".join(map(str, metrics["architecture"])),
                             "bits": "-".join(map(str, metrics["bits"] or [])) or "none"})
-        for name in (METRICS_FILE, COMPRESSED_FILE, SLIM_FILE, POSTERIOR_FILE):
+        for name in (METRICS_FILE, COMPRESSED_FILE, ARTEFACT_FILE, SLIM_FILE, POSTERIOR_FILE):
             if (out / name).exists():
                 tracker.log_artifact(out / name, "compressed" if name != METRICS_FILE else None)
-    precision_rate = metrics["compression_precision"]
-    log.info("wrote %s: error %.2f%% -> pruned %.2f%% -> quantized %s; architecture %s; bits %s; "
-             "compression %.1fx after pruning, %s after precision reduction", out / METRICS_FILE,
-             metrics["error_pct"], metrics["error_pruned_pct"],
-             "n/a" if metrics["error_quantized_pct"] is None else f"{metrics['error_quantized_pct']:.2f}%",
-             "-".join(map(str, metrics["architecture"])), metrics["bits"], metrics["compression_pruning"],
-             "n/a" if precision_rate is None else f"{precision_rate:.1f}x")
+    if metrics["empty_layers"]:
+        log.warning("layers %s keep no weight: the network's output no longer depends on its input, every rate is "
+                    "infinite (null in %s) and the error is chance level", metrics["empty_layers"], METRICS_FILE)
+
+    def rate(value) -> str:
+        return "inf" if value is None else f"{value:.1f}x"
+
+    quantized = metrics["error_quantized_pct"]
+    log.info("wrote %s: error %.2f%% -> pruned %.2f%% -> quantized %s; architecture %s; bits %s; compression %s after "
+             "pruning, %s after precision reduction, %s maximum (computed), %s on disk (%s, %d bytes)",
+             out / METRICS_FILE, metrics["error_pct"], metrics["error_pruned_pct"],
+             "n/a" if quantized is None else f"{quantized:.2f}%", "-".join(map(str, metrics["architecture"])),
+             metrics["bits"], rate(metrics["compression_pruning"]),
+             "n/a" if precision is None else rate(metrics["compression_precision"]),
+             rate(metrics["compression_max"]), rate(metrics["compression_on_disk"]), ARTEFACT_FILE,
+             metrics["artefact_bytes"])
 
 
 def cmd_speedup(args) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bcrepro import cli, models, slim
+from bcrepro import bitstream, cli, models, slim
 from bcrepro.data import load_dataset
 from bcrepro.methods import get_method
 from bcrepro.train import error_rate
@@ -50,6 +50,20 @@ def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, qu
                 "mlflow_run_id", "train_seconds", "threshold_curve"):
         assert key in metrics
 
+    # compressed.bin decodes to the pruned, rounded weights that compressed.npz holds as slimmed blocks, and its size
+    # is never below the computed maximum-compression storage.
+    artefact = run / "compressed.bin"
+    assert metrics["artefact_bytes"] == artefact.stat().st_size
+    assert metrics["compression_on_disk"] == pytest.approx(4 * metrics["total_weights"] / artefact.stat().st_size)
+    assert metrics["compression_pruning"] < metrics["compression_on_disk"] <= metrics["compression_max"]
+    decoded = bitstream.decode_layers(artefact.read_bytes())
+    saved = np.load(run / "compressed.npz")
+    assert [t.shape for t in decoded] == [(300, 784), (100, 300), (10, 100)]
+    for i, tensor in enumerate(decoded):
+        expected = np.zeros_like(tensor)
+        expected[np.ix_(saved[f"layer{i}_out_index"], saved[f"layer{i}_in_index"])] = saved[f"layer{i}_weight"]
+        np.testing.assert_array_equal(tensor, expected)
+
     # The exported slim model is a physically smaller plain network with the quantized model's test error.
     slim_model = slim.load_slim(run / "slim.pt")
     assert sum(p.numel() for n, p in slim_model.named_parameters() if n.endswith("weight")) == \
@@ -91,6 +105,8 @@ def test_dense_run_compresses_to_itself(tmp_path, quick_params):
     assert metrics["compression_pruning"] == 1.0
     assert metrics["compression_precision"] is None and metrics["error_quantized_pct"] is None
     assert metrics["error_pruned_pct"] == metrics["error_pct"]
+    # float weights share nothing: on disk the file is the raw float32 weights plus a header
+    assert 0.99 < metrics["compression_on_disk"] < 1.0
 
     # A second identical command has nothing to do.
     again = bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 2,

@@ -7,6 +7,7 @@ rule compress:
     output:
         metrics=RUN + "/metrics.json",
         compressed=RUN + "/compressed.npz",
+        artefact=RUN + "/compressed.bin",
     log:
         LOGS + "/compress/{arch}_{method}_seed{seed}.log",
     benchmark:
