@@ -111,11 +111,15 @@ def compression_precision(layers: Sequence[LayerCounts], bits: Sequence[float],
     """32|W| / sum_l min(dense_l, csr_l) with values at ``b_l`` bits ("after precision reduction", §2.8).
 
     With ``codebook_entries`` (weight sharing: ``b_l`` is the index width), each layer also stores its codebook, 32
-    bits per entry (baselines.md §2.4).
+    bits per entry (baselines.md §2.4), unless it keeps no weight at all: nothing indexes that codebook. So a network
+    pruned to nothing costs nothing under every rate (``inf``), instead of a rate made of codebooks alone.
     """
     if len(bits) != len(layers):
         raise ValueError(f"need one bit width per layer: got {len(bits)} bit widths for {len(layers)} layers")
-    codebooks = FLOAT_BITS * sum(codebook_entries) if codebook_entries is not None else 0
+    if codebook_entries is not None and len(codebook_entries) != len(layers):
+        raise ValueError(f"need one codebook size per layer: got {len(codebook_entries)} for {len(layers)} layers")
+    codebooks = 0 if codebook_entries is None else FLOAT_BITS * sum(
+        entries for entries, counts in zip(codebook_entries, layers) if counts.nonzero > 0)
     original = FLOAT_BITS * sum(c.total for c in layers)
     return _ratio(original, sum(layer_storage(c, b)[0] for c, b in zip(layers, bits)) + codebooks)
 

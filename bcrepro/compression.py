@@ -680,7 +680,10 @@ def encoded_layer(layer: nn.Module, mask: LayerMask, weight: torch.Tensor, index
 # ---- the whole step -----------------------------------------------------------------------------------------------
 @dataclass
 class CompressionResult:
-    """``metrics``: the JSON-able keys of metrics.json owned by compression; the rest is for saving artefacts."""
+    """``metrics``: the JSON-able keys of metrics.json owned by compression; the rest is for saving artefacts.
+
+    ``encoded``: per prunable layer, the pruned (rounded) tensor and slimmed block that ``compression_max`` counts
+    (``bcrepro.bitstream`` writes them to a file)."""
 
     metrics: dict
     thresholds: list[float | None]
@@ -688,6 +691,7 @@ class CompressionResult:
     pruned_net: nn.Module
     quantized_net: nn.Module | None
     precision: Precision | None
+    encoded: list[accounting.EncodedLayer]
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -742,10 +746,12 @@ def compress(net, thresholds_config: dict | None, evaluate_validation: Evaluate 
             "max": [accounting.layer_max_storage(e)[1] for e in encoded],
         },
         "architecture": architecture(net, masks),
+        # Layers left with no weight: the output no longer depends on the input, and the rates are infinite (null).
+        "empty_layers": [i for i, c in enumerate(counts) if c.nonzero == 0],
         "thresholds": record,
         "threshold_curve": curve,
     }
-    return CompressionResult(metrics, thresholds, masks, pruned, quantized, precision)
+    return CompressionResult(metrics, thresholds, masks, pruned, quantized, precision, encoded)
 
 
 @torch.no_grad()

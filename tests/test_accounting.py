@@ -85,6 +85,19 @@ def test_precision_rate_needs_one_bit_width_per_layer():
         acc.compression_precision(counts, [8, 9])
 
 
+def test_codebooks_count_only_for_layers_that_keep_weights():
+    # two FC layers, 16-entry codebooks (4-bit indices); the second layer keeps nothing
+    counts = [acc.LayerCounts(total=1000, nonzero=10, slim=10 * 10, rows=100),
+              acc.LayerCounts(total=500, nonzero=0, slim=0, rows=50)]
+    # layer 1: CSR 10 * (4 + 32) + 101 * 32 = 3592 bits vs dense slimmed 100 * 4 = 400: dense; + 16 * 32 codebook
+    assert acc.compression_precision(counts, [4, 4], [16, 16]) == pytest.approx(32 * 1500 / (400 + 16 * 32))
+    emptied = [acc.LayerCounts(total=c.total, nonzero=0, slim=0, rows=c.rows) for c in counts]
+    assert acc.compression_precision(emptied, [4, 4], [16, 16]) == math.inf
+    assert acc.compression_pruning(emptied) == math.inf
+    with pytest.raises(ValueError, match="one codebook size per layer"):
+        acc.compression_precision(counts, [4, 4], [16])
+
+
 # ---- Deep Compression ------------------------------------------------------------------------------------------------
 def brute_force_fillers(flat_nonzero, index_bits):
     """Walk the tensor: a run of zeros longer than 2^p - 1 since the last stored entry forces a filler."""

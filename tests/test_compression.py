@@ -413,3 +413,23 @@ def test_compress_dense_net_has_no_precision_reduction():
     assert m["bits"] is None and m["compression_precision"] is None and m["error_quantized_pct"] is None
     assert m["architecture"] == [784, 300, 100] and m["threshold_curve"] is None
     assert m["compression_max"] == pytest.approx(1.0)  # float weights: nothing to share
+
+
+def test_a_network_pruned_to_nothing_reports_empty_layers_and_no_finite_rate():
+    # SWS's failure mode: every weight snapped to the zero component. Shared (codebook) layers with no weight kept.
+    from bcrepro.methods import get_method
+    dc = get_method("dc")
+    torch.manual_seed(5)
+    net = models.build("lenet300", dc.layer_factory("lenet300", dc.params_for("lenet300", {}))).eval()
+    for layer in net.prunable_layers():
+        layer.share_weights()  # 64-entry codebooks over all weights
+        layer.mask.zero_()
+    x = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        evaluate = Disagreement(x, net(x).argmax(1))
+    m = C.compress(net, None, evaluate, evaluate).metrics
+    json.dumps(m, allow_nan=False)
+    assert m["empty_layers"] == [0, 1, 2] and m["nonzero_weights"] == 0
+    assert m["bits"] == [6, 6, 6]
+    # nothing stored, not even the codebooks nothing indexes: every rate is infinite, i.e. null in JSON
+    assert m["compression_pruning"] is None and m["compression_precision"] is None and m["compression_max"] is None
