@@ -10,12 +10,23 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(target: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(binary file)`` on a temporary file beside ``target`` and rename it to ``target`` when it returns."""
+    """Call ``write(binary file)`` on a temporary file beside ``target`` and rename it to ``target`` when it returns.
+
+    The file gets the permissions a plain ``open(target, "w")`` would give (0666 less the umask), not ``mkstemp``'s
+    private 0600: results are shared with collaborators and cluster jobs of other users.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     try:
+        os.chmod(temporary, 0o666 & ~_current_umask())
         with os.fdopen(handle, "wb") as out:
             write(out)
         os.replace(temporary, target)

@@ -18,3 +18,17 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):
         write_atomically(target, half_then_crash)
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
+
+
+def test_files_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    import stat
+    previous = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "metrics.json")
+        with open(tmp_path / "plain.json", "w") as out:
+            out.write("{}")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
