@@ -775,9 +775,7 @@ def save_compressed(path: str | os.PathLike, net, masks: Sequence[LayerMask],
         arrays[f"layer{i}_in_index"] = mask.in_mask.nonzero().flatten().numpy()
         arrays[f"layer{i}_out_index"] = mask.out_mask.nonzero().flatten().numpy()
         arrays[f"layer{i}_bits"] = np.array(b, dtype=np.int64)
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    return os.path.getsize(path)
+    return write_atomically(path, lambda out: np.savez_compressed(out, **arrays)).stat().st_size
 
 
 @torch.no_grad()
