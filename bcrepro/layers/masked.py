@@ -66,10 +66,8 @@ class _Masked:
         return int(self.n_centroids) if self.shared else None
 
     def inference_weight(self) -> torch.Tensor:
-        """The weights the forward pass uses (shared values once quantised).  # weight shape"""
-        return self.masked_weight()
-
-    def masked_weight(self) -> torch.Tensor:
+        """The weights the forward pass uses: masked, shared values once quantised (straight-through for DNS: the
+        masked value, the gradient of the full weight).  # weight shape"""
         if self.shared:
             return self.centroids[self.assignments.clamp_min(0)] * self.mask
         masked = self.weight * self.mask
@@ -89,7 +87,7 @@ class MaskedLinear(_Masked, nn.Linear):
         self._init_mask(straight_through, codebook_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.masked_weight(), self.bias)
+        return F.linear(x, self.inference_weight(), self.bias)
 
 
 class MaskedConv2d(_Masked, nn.Conv2d):
@@ -100,4 +98,4 @@ class MaskedConv2d(_Masked, nn.Conv2d):
         self._init_mask(straight_through, codebook_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.masked_weight(), self.bias)
+        return self._conv_forward(x, self.inference_weight(), self.bias)
