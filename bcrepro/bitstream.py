@@ -16,8 +16,8 @@ The file is one MSB-first bit stream, zero-padded to a whole byte, then a CRC-32
 The sparse part is the module docstring's convention of ``bcrepro.accounting``: the tensor flattened row-major, one
 relative index code per stored entry (fillers included), the entry's value at position ``cumsum(code + 1) - 1``. The
 value stream is raw float32 exactly when ``accounting.value_stream_bits`` finds raw no dearer (no weight sharing),
-else a canonical Huffman code (RFC 1951 §3.2.2) of indices into a float32 codebook. Canonical codes are fixed by their code
-lengths, so a table stores only those, ``w = bit length of the longest code`` bits each.
+else a canonical Huffman code (RFC 1951 §3.2.2) of indices into a float32 codebook. Canonical codes are fixed by
+their code lengths, so a table stores only those, ``w = bit length of the longest code`` bits each.
 
 Bits on disk = the computed ``sum_l layer_max_storage(l)`` (both Huffman payloads, the codebooks or raw values)
 + overhead that the computed rate does not count: the file's 111 bits (magic, version, layer count, padding, CRC) and

@@ -102,7 +102,7 @@ PAPER_ARCHITECTURES: dict[tuple[str, str], list[int]] = {
 }
 
 
-# ---- each baseline's own paper ----------------------------------------------------------------------------------------
+# ---- each baseline's own paper ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OwnPaperRow:
     """What a baseline's own paper published for one network (``baselines.md`` §2.3, §3.4, §4.4, §5.3).

@@ -318,7 +318,8 @@ _NOTE = ("Paper numbers are the paper's (Table 1 of Louizos et al. 2017) and wer
          "(MNIST for the LeNets, CIFAR-10 for VGG); `data` names the data set of the measured runs. "
          "* = the paper's pruning-only figure is the authors' best-case guess. "
          "The last column is each baseline's own paper, on MNIST, with its own kind of rate: `parameters` = "
-         "|W|/|W≠0| (compare with CR pruning's sparsity), `storage` = Deep Compression's encoding (compare with CR max). "
+         "|W|/|W≠0| (compare with CR pruning's sparsity), `storage` = Deep Compression's encoding "
+         "(compare with CR max). "
          "CR = compression rate (×); ± = std over seeds (– with one seed); – = not available.")
 
 

@@ -23,7 +23,8 @@ def summarize(run: Path) -> dict:
     config = json.loads((run / "run.json").read_text())
     seconds = [r["seconds"] for r in history]
     return {
-        "run": "/".join(run.parts[-3:]) if run.name.startswith("seed") else run.name, "arch": metrics["arch"], "method": metrics["method"], "dataset": metrics["dataset"],
+        "run": "/".join(run.parts[-3:]) if run.name.startswith("seed") else run.name,
+        "arch": metrics["arch"], "method": metrics["method"], "dataset": metrics["dataset"],
         "device": config.get("device"), "epochs": len(history),
         "seconds_per_epoch": sum(seconds) / len(seconds),
         **{k: metrics[k] for k in ("error_pct", "error_pruned_pct", "error_quantized_pct", "compression_pruning",
@@ -47,7 +48,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['device']} | {r['epochs']} | {r['seconds_per_epoch']:.2f} | {r['error_pct']:.2f} | "
-              f"{r['error_pruned_pct']:.2f} | {fmt(r['error_quantized_pct'])} | {fmt(r['compression_pruning'], '.1f')} | "
+              f"{r['error_pruned_pct']:.2f} | {fmt(r['error_quantized_pct'])} | "
+              f"{fmt(r['compression_pruning'], '.1f')} | "
               f"{fmt(r['compression_precision'], '.1f')} | {fmt(r['compression_max'], '.1f')} | "
               f"{fmt(r['compression_on_disk'], '.1f')} | "
               f"{'-'.join(map(str, r['architecture']))} | {'-'.join(map(str, r['bits'] or [])) or '–'} | "

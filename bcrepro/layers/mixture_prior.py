@@ -70,7 +70,8 @@ class _MixtureNegLogLikelihood(torch.autograd.Function):
         grad_means = -lam * sums[1]
         grad_log_lam = -0.5 * sums[0] + 0.5 * lam * sums[2]
         grad_log_pis = -sums[0]
-        return (grad_output * grad_w).reshape(ctx.weight_shape), grad_output * grad_means, grad_output * grad_log_lam, grad_output * grad_log_pis
+        return ((grad_output * grad_w).reshape(ctx.weight_shape), grad_output * grad_means,
+                grad_output * grad_log_lam, grad_output * grad_log_pis)
 
 
 class GaussianMixturePrior(nn.Module):
@@ -120,7 +121,7 @@ class GaussianMixturePrior(nn.Module):
         return self.tau * (sum(self.neg_log_prior(w) for w in self.weights()) + self.neg_log_hyperprior())
 
     def learning_rates(self) -> list[tuple[list[nn.Parameter], float]]:
-        """Parameter groups with their own Adam learning rates (the paper: ~5e-4, "a very sensitive parameter")."""
+        """Parameter groups with their own Adam learning rates ("a very sensitive parameter", the paper says)."""
         return [([getattr(self, name)], lr) for name, lr in self.rates.items()]
 
     def extra_repr(self) -> str:

@@ -2,8 +2,8 @@
 
 From the dense reference, each layer's weights are masked in the forward pass while the gradient of the masked weights
 updates *every* weight (straight-through masks), so pruned weights can grow back. With probability
-``(1 + surgery_gamma * iteration) ** -surgery_power`` per layer and iteration, until the layer's ``iter_stop``, masks are
-updated with hysteresis around ``t = max(mean|w| + c_rate * std|w|, 0)``, computed once from the pretrained weights:
+``(1 + surgery_gamma * iteration) ** -surgery_power`` per layer and iteration, until the layer's ``iter_stop``, masks
+are updated with hysteresis around ``t = max(mean|w| + c_rate * std|w|, 0)``, computed once from the pretrained weights:
 prune where kept and ``|w| <= 0.9 t``, splice back where pruned and ``|w| > 1.1 t``. Training then continues with the
 masks frozen. Biases are not masked (the Caffe code masks them too; they are not counted in any rate).
 Compression: the masked weights as they are (no precision reduction: DNS has none).

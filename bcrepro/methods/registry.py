@@ -22,9 +22,9 @@ class Method:
     its speed-up.
     ``attach(net, hp)``: right after the network is built, every time (modules the method adds to it, such as SWS's
     mixture prior, so that state dicts load). ``finalize(net, hp)``: on the trained network before compression (SWS's
-    merging and snapping). ``prepare(net, hp)``: once before training starts (after ``--init``), not on resume; whatever it sets must live in
-    the network's parameters or buffers. ``after_step(net, hp)`` returns the callback the training loop runs after
-    every optimiser step (``bcrepro.train.train``'s ``after_step``).
+    merging and snapping). ``prepare(net, hp)``: once before training starts (after ``--init``), not on resume;
+    whatever it sets must live in the network's parameters or buffers. ``after_step(net, hp)`` returns the callback
+    the training loop runs after every optimiser step (``bcrepro.train.train``'s ``after_step``).
     """
 
     name: str
