@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Smallest pre-activation variance passed to sqrt; keeps the gradient finite if a variance underflows.
-_MIN_VARIANCE = 1e-16
+from .lrt import MIN_VARIANCE as _MIN_VARIANCE
+from .lrt import conv2d_lrt, linear_lrt
 
 
 class _StandardNormalKL(torch.autograd.Function):
@@ -52,6 +52,38 @@ def standard_normal_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return _StandardNormalKL.apply(mu, logvar)
 
 
+class _WeightKLOfLastStep:
+    """The weight KL computed by the last training forward, for ``kl_divergence()`` to reuse once.
+
+    The forward needs ``exp(weight_logvar)`` and the KL needs it too; computing both in one fused node
+    (``gaussian_weight_moments``) saves a pass over every weight and merges their gradients. The entry is used only
+    if the weights have not changed since (their version counters), grad mode is on and its graph has not been
+    backpropagated yet; otherwise ``kl_divergence()`` computes the KL afresh, which gives the same value. Copies and
+    pickles of a layer start empty (a tensor inside a graph cannot be copied).
+    """
+
+    def __init__(self):
+        self._entry = None
+
+    def put(self, kl: torch.Tensor, *params: torch.Tensor) -> None:
+        self._entry = (kl, tuple(p._version for p in params)) if kl.requires_grad else None
+
+    def take(self, *params: torch.Tensor) -> torch.Tensor | None:
+        entry, self._entry = self._entry, None
+        if entry is None or not torch.is_grad_enabled():
+            return None
+        kl, versions = entry
+        if versions != tuple(p._version for p in params) or getattr(kl.grad_fn, "backward_done", False):
+            return None
+        return kl
+
+    def __deepcopy__(self, memo):
+        return _WeightKLOfLastStep()
+
+    def __getstate__(self):
+        return {"_entry": None}
+
+
 class GroupScaleLayer(nn.Module):
     """Base of ``LinearGroup*`` and ``Conv2dGroup*``.
 
@@ -64,6 +96,9 @@ class GroupScaleLayer(nn.Module):
     group_axis: str
     #: How figures and reports name ``group_statistic()``.
     statistic_label: str
+    #: Training forward through the fused functions of ``lrt.py`` (True) or autograd over ``_lrt_moments`` (False,
+    #: the reference: same values and gradients for the same random state, more passes over memory).
+    fused_step: bool = True
 
     def __init__(self, clip_var: float | None = None):
         super().__init__()
@@ -71,6 +106,7 @@ class GroupScaleLayer(nn.Module):
         # The authors' deterministic mode: eval-only forward with ``post_weight_mu`` (set by
         # ``compute_posterior_params`` and possibly overwritten with rounded weights, as their example.py does).
         self.deterministic = False
+        self._weight_kl_of_last_step = _WeightKLOfLastStep()
 
     # ---- the family of q(z): implemented by GroupNJ / GroupHS --------------------------------------------------
     @property
@@ -100,9 +136,10 @@ class GroupScaleLayer(nn.Module):
     # ---- shared maths -------------------------------------------------------------------------------------------
     def kl_divergence(self) -> torch.Tensor:
         """KL(q || p) of this layer: scales, weights (Eq. 8) and biases (N(0,1) prior, as the authors' code)."""
-        return (self.z_kl()
-                + standard_normal_kl(self.weight_mu, self.weight_logvar)
-                + standard_normal_kl(self.bias_mu, self.bias_logvar))
+        weight_kl = self._weight_kl_of_last_step.take(self.weight_mu, self.weight_logvar)
+        if weight_kl is None:
+            weight_kl = standard_normal_kl(self.weight_mu, self.weight_logvar)
+        return self.z_kl() + weight_kl + standard_normal_kl(self.bias_mu, self.bias_logvar)
 
     def posterior_mean(self) -> torch.Tensor:
         """E_q[w_ij] = E[z_g] * weight_mu (the test-time weights).  # weight shape"""
@@ -145,8 +182,12 @@ class GroupScaleLayer(nn.Module):
         if not self.training:
             return self.deterministic_forward(x, self.posterior_mean(), self.posterior_bias())
         z = self.sample_z(x.shape[0])
-        mean, variance = self._lrt_moments(x, z)
-        return torch.addcmul(mean, variance.clamp_min(_MIN_VARIANCE).sqrt(), torch.randn_like(mean))
+        if not self.fused_step:
+            mean, variance = self._lrt_moments(x, z)
+            return torch.addcmul(mean, variance.clamp_min(_MIN_VARIANCE).sqrt(), torch.randn_like(mean))
+        out, weight_kl = self._lrt_sample(x, z, self.bias_logvar.exp())
+        self._weight_kl_of_last_step.put(weight_kl, self.weight_mu, self.weight_logvar)
+        return out
 
     # ---- parameters shared by every family ------------------------------------------------------------------------
     def _init_weights(self, weight_shape, n_out, fan_in, init_weight, init_bias, uniform: bool) -> None:
@@ -189,6 +230,9 @@ class LinearGeometry:
         variance = F.linear(xz.square(), self.weight_logvar.exp(), self.bias_logvar.exp())
         return mean, variance
 
+    def _lrt_sample(self, x, z, bias_var):
+        return linear_lrt(x, z, self.weight_mu, self.weight_logvar, self.bias_mu, bias_var)
+
     @staticmethod
     def deterministic_forward(x, weight, bias):
         return F.linear(x, weight, bias)
@@ -227,6 +271,10 @@ class Conv2dGeometry:
         mean = self._conv(x, self.weight_mu, self.bias_mu) * z
         variance = self._conv(x * x, self.weight_logvar.exp(), self.bias_logvar.exp()) * (z * z)
         return mean, variance
+
+    def _lrt_sample(self, x, z, bias_var):
+        return conv2d_lrt(x, z, self.weight_mu, self.weight_logvar, self.bias_mu, bias_var, self.stride, self.padding,
+                          self.dilation)
 
     def deterministic_forward(self, x, weight, bias):
         return self._conv(x, weight, bias)
