@@ -29,13 +29,31 @@ def group_log_alpha(z_mu: torch.Tensor, z_logvar: torch.Tensor) -> torch.Tensor:
     return z_logvar - torch.log(z_mu.pow(2) + _LOG_ALPHA_EPS)
 
 
+class _JeffreysKL(torch.autograd.Function):
+    """Eq. 9 summed, with its gradient in closed form: d/dlog a = -(k1 k3 s (1 - s) + sigmoid(-log a) / 2),
+    s = sigmoid(k2 + k3 log a). Sparse VD evaluates it on every weight, so the dozen autograd nodes of the plain
+    expression were a whole-matrix pass each."""
+
+    @staticmethod
+    def forward(ctx, log_alpha):
+        s = torch.sigmoid(K2 + K3 * log_alpha)
+        ctx.save_for_backward(log_alpha, s)
+        # -(k1 s - softplus(-log a) / 2 - k1) = k1 (1 - s) + softplus(-log a) / 2
+        return K1 * (log_alpha.numel() - s.sum()) + 0.5 * F.softplus(-log_alpha).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_alpha, s = ctx.saved_tensors
+        slope = torch.sigmoid(-log_alpha).mul_(0.5).addcmul_(s, 1.0 - s, value=K1 * K3)
+        return slope.mul_(-grad)
+
+
 def jeffreys_kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
     """KL(q(z) || p(z)) ~= -sum(k1 sigmoid(k2 + k3 log a) - 0.5 softplus(-log a) - k1) (paper Eq. 9).
 
     Exact only up to a constant (the prior is improper); it decreases monotonically to 0 as alpha -> infinity.
     """
-    neg_kl = K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * F.softplus(-log_alpha) - K1
-    return -neg_kl.sum()
+    return _JeffreysKL.apply(log_alpha)
 
 
 class GroupNJ(GroupScaleLayer):
