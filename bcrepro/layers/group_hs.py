@@ -110,8 +110,9 @@ class GroupHS(GroupScaleLayer):
         g_mean, g_var = self._log_ztilde_moments()
         s_noise = torch.randn(batch, 1, device=s_mean.device, dtype=s_mean.dtype)
         g_noise = torch.randn(batch, self.n_groups, device=g_mean.device, dtype=g_mean.dtype)
-        log_z = s_mean + s_var.sqrt() * s_noise + g_mean + g_var.sqrt() * g_noise
-        return log_z.exp()  # [batch, groups]
+        # per group, then the layer-wide part (one per example) added in place: two passes over [batch, groups]
+        log_z = torch.addcmul(g_mean, g_var.sqrt(), g_noise).add_(torch.addcmul(s_mean, s_var.sqrt(), s_noise))
+        return log_z.exp_()  # [batch, groups]
 
     def z_mean(self) -> torch.Tensor:
         mean, var = self.log_z_moments()
