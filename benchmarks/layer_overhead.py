@@ -1,12 +1,13 @@
 """Cost of one BC training step relative to the dense network's, measured side by side in one run.
 
-    python benchmarks/layer_overhead.py [--batch 128] [--repeats 30] [--threads 2]
+    python benchmarks/layer_overhead.py [--batch 128] [--repeats 30] [--threads 2] [--reference]
 
 One step = forward, backward (cross-entropy + KL / N for the Bayesian nets), Adam (the training loop's own),
 variance clipping, on the same batch. Steps of the variants are interleaved round-robin so machine noise hits all of
 them alike; the ratio of medians is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on CPU. For LeNet-300-100 it also
 prints the floor: the time of the matmuls and normal draws that exact local reparameterisation with one z per
-example cannot avoid, over the dense step.
+example cannot avoid, over the dense step. ``--reference`` adds the BC steps through plain autograd over the
+reference expressions (``fused_step = False``) to the same round-robin, to show what the fused step saves.
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ from bcrepro.train import TrainConfig, make_optimizer
 N_TRAIN = 60000
 
 
-def make_step(arch: str, method_name: str, batch: int):
+def make_step(arch: str, method_name: str, batch: int, fused: bool = True):
     method = get_method(method_name)
     hp = method.params_for(arch)
     torch.manual_seed(0)
     net = models.build(arch, method.layer_factory(arch, hp))
     net.train()
+    for layer in net.group_layers():
+        layer.fused_step = fused
     optimizer = make_optimizer(net, TrainConfig(epochs=1, batch_size=batch, lr=1e-3), torch.device("cpu"))
     x = torch.randn(batch, *net.input_shape)
     y = torch.randint(0, 10, (batch,))
@@ -47,8 +50,10 @@ def make_step(arch: str, method_name: str, batch: int):
     return step
 
 
-def measure(arch: str, batch: int, repeats: int) -> dict[str, float]:
+def measure(arch: str, batch: int, repeats: int, reference: bool) -> dict[str, float]:
     steps = {name: make_step(arch, name, batch) for name in ("dense", "bc-gnj", "bc-ghs")}
+    if reference:
+        steps.update({f"{name} reference": make_step(arch, name, batch, fused=False) for name in ("bc-gnj", "bc-ghs")})
     return dict(zip(steps, interleaved_medians(steps, repeats)))
 
 
@@ -88,14 +93,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the BC steps through autograd over the reference expressions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"batch {args.batch}, {args.repeats} interleaved repeats, {args.threads} threads, torch {torch.__version__}")
     print(f"{'arch':10s} {'dense ms':>9s} {'GNJ ms':>8s} {'GHS ms':>8s} {'GNJ/dense':>10s} {'GHS/dense':>10s}")
     for arch in ("lenet300", "lenet5"):
-        med = measure(arch, args.batch, args.repeats)
+        med = measure(arch, args.batch, args.repeats, args.reference)
         print(f"{arch:10s} {1e3 * med['dense']:9.2f} {1e3 * med['bc-gnj']:8.2f} {1e3 * med['bc-ghs']:8.2f} "
               f"{med['bc-gnj'] / med['dense']:10.2f} {med['bc-ghs'] / med['dense']:10.2f}")
+        if args.reference:
+            gnj, ghs = med["bc-gnj reference"], med["bc-ghs reference"]
+            print(f"{'':10s} {'reference':>9s} {1e3 * gnj:8.2f} {1e3 * ghs:8.2f} {gnj / med['dense']:10.2f} "
+                  f"{ghs / med['dense']:10.2f}   (autograd over the reference expressions)")
         if arch == "lenet300":
             floor, dense = interleaved_medians({"floor": lrt_floor_step(args.batch),
                                                 "dense": make_step(arch, "dense", args.batch)}, args.repeats)
