@@ -71,11 +71,22 @@ def interleaved_medians(steps: dict, repeats: int) -> list[float]:
     return [statistics.median(t) for t in times.values()]
 
 
-def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10))):
+def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10)), with_parameters: bool = False):
     """Only the work exact local reparameterisation cannot avoid in a LeNet-300-100 step: per layer two forward matmuls
     (mean and variance), two weight-gradient and two input-gradient matmuls (z needs its gradient, even in the first
-    layer), and the normal draws for z and for the output noise; no elementwise work, no KL, no optimiser."""
+    layer), and the normal draws for z and for the output noise; no elementwise work, no KL, no optimiser.
+
+    ``with_parameters`` adds what a BC step cannot avoid on its parameters either: Adam (the loop's fused one) over
+    twice the dense weights (means and log-variances) and the scale parameters, ``exp`` of each log-variance matrix
+    and the product of its gradient with it, and the variance clip."""
     tensors = [(torch.randn(batch, n_in), torch.randn(n_out, n_in), torch.randn(batch, n_out)) for n_in, n_out in shapes]
+    params = [torch.randn(*shape) for n_in, n_out in shapes for shape in ((n_out, n_in), (n_out, n_in), (n_out,),
+                                                                          (n_out,), (n_in,), (n_in,))]
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = torch.randn_like(p)
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    log_variances = params[1::6]
 
     def step():
         for x, w, g in tensors:
@@ -85,6 +96,13 @@ def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10))):
                 x @ w.t()
                 g.t() @ x
                 g @ w
+        if with_parameters:
+            with torch.no_grad():
+                for log_variance in log_variances:
+                    log_variance.grad.mul_(log_variance.exp())
+                optimizer.step()
+                for log_variance in log_variances:
+                    log_variance.clamp_(max=0.0)
     return step
 
 
@@ -108,10 +126,13 @@ def main() -> None:
             print(f"{'':10s} {'reference':>9s} {1e3 * gnj:8.2f} {1e3 * ghs:8.2f} {gnj / med['dense']:10.2f} "
                   f"{ghs / med['dense']:10.2f}   (autograd over the reference expressions)")
         if arch == "lenet300":
-            floor, dense = interleaved_medians({"floor": lrt_floor_step(args.batch),
-                                                "dense": make_step(arch, "dense", args.batch)}, args.repeats)
+            floor, floor_params, dense = interleaved_medians(
+                {"floor": lrt_floor_step(args.batch), "floor + parameters": lrt_floor_step(args.batch, with_parameters=True),
+                 "dense": make_step(arch, "dense", args.batch)}, args.repeats)
             print(f"{'':10s} floor of exact local reparameterisation (matmuls + normal draws only): "
                   f"{1e3 * floor:.2f} ms = {floor / dense:.2f}x the dense step")
+            print(f"{'':10s} ... + Adam over BC's parameters, exp of the log-variances and its gradient, the clip: "
+                  f"{1e3 * floor_params:.2f} ms = {floor_params / dense:.2f}x")
 
 
 if __name__ == "__main__":
