@@ -259,7 +259,7 @@ def cmd_compress(args) -> None:
     write_atomically(out / ARTEFACT_FILE, lambda handle: handle.write(artefact))
     try:
         slim.save_slim(slim.slim_net(deployable, result.masks), out / SLIM_FILE)
-    except ValueError as err:  # a pruned batch-normed channel before a padded conv (VGG): a later issue
+    except ValueError as err:  # a module slim_net cannot slim (it names it); the other outputs stand
         log.warning("no slimmed export for this run: %s", err)
     if net.group_layers():
         compression.save_posterior(out / POSTERIOR_FILE, net, result.thresholds, result.masks)

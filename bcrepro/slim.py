@@ -8,8 +8,10 @@ the kept channels, ReLU/pooling/dropout are copied. Its outputs equal ``compress
   fc1 inputs), a ``SelectInputs(indices)`` module picks them (``index_select`` on dim 1). The slim module takes the
   same input tensors as the original.
 - A removed unit still hands the next layer a constant when a batch norm sits between them (see ``compression``). The
-  constant is folded into the next layer's bias when that layer is linear or an unpadded conv (exact); a padded conv
-  sees the constant through its zero padding differently at the border, so that case raises ``ValueError`` for now.
+  constant is folded into the next layer's bias when that layer is linear or an unpadded conv (exact). A padded conv
+  (VGG) sees the constant through its zero padding: full inside, partly at the border. What it adds is then a fixed
+  map over the output positions, the conv of the constant image; ``AddConstantMap`` adds it after the slim conv
+  (exact; the slim net keeps the original's input size, as its linear head already requires).
 
 ``save_slim``/``load_slim`` store a state dict with a JSON-able architecture spec, so the model is rebuilt without the
 original code paths (only torch and this file).
@@ -43,6 +45,20 @@ class SelectInputs(nn.Module):
         return f"{self.indices.numel()} inputs"
 
 
+class AddConstantMap(nn.Module):
+    """Adds a fixed ``[C, H, W]`` map to its input: what the removed input channels of a padded conv contribute."""
+
+    def __init__(self, constant_map: torch.Tensor):
+        super().__init__()
+        self.register_buffer("constant_map", constant_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.constant_map
+
+    def extra_repr(self) -> str:
+        return f"shape={list(self.constant_map.shape)}"
+
+
 def _positions_in(current: torch.Tensor, wanted: torch.Tensor, where: str) -> torch.Tensor:
     """Where each of ``wanted`` (sorted original indices) sits in ``current`` (sorted original indices)."""
     found = torch.searchsorted(current, wanted)
@@ -52,21 +68,35 @@ def _positions_in(current: torch.Tensor, wanted: torch.Tensor, where: str) -> to
     return found
 
 
-def _constant_fold(layer, next_layer, weight: torch.Tensor, constants: torch.Tensor, index: int) -> torch.Tensor:
-    """Bias change of the next layer from the constants of the removed outputs of ``layer``.  # [out of next]
+def _constant_fold(layer, next_layer, weight: torch.Tensor, constants: torch.Tensor, input_shape) -> torch.Tensor:
+    """What the removed outputs of ``layer`` (their ``constants``) add to the pre-activations of ``next_layer``.
 
-    Linear next layer: sum over the inputs a removed unit feeds of ``W[:, p] * constant``; unpadded conv: the constant
-    times the kernel's sum over its taps.
+    Linear next layer: ``W[:, p] * constant`` summed over the inputs a removed unit feeds, a bias change ``[out]``.
+    Unpadded conv: the constant times the kernel's sum over its taps, also a bias change ``[out]``. Padded conv: the
+    conv of the constant image of ``input_shape`` (``[C, H, W]``) through the zero padding, a map ``[out, H', W']``.
     """
     per_input = constants.repeat_interleave(C.expansion_factor(layer, next_layer)).to(weight)  # [in of next]
     if not C.is_conv(next_layer):
         return weight @ per_input
-    if any(p != 0 for p in next_layer.padding):
-        raise ValueError(f"prunable layer {index} removes channels whose batch norm still outputs a non-zero constant, "
-                         f"and the next conv is padded: a constant seen through zero padding is not a bias, so it "
-                         f"cannot be folded exactly. Slimming such nets (VGG) is handled by a later issue; use "
-                         f"compression.deterministic_net (exact) for now")
-    return weight.sum(dim=(2, 3)) @ per_input
+    if all(p == 0 for p in next_layer.padding):
+        return weight.sum(dim=(2, 3)) @ per_input
+    image = per_input.view(1, -1, 1, 1).expand(1, per_input.numel(), *input_shape[1:])
+    return torch.nn.functional.conv2d(image, weight, None, next_layer.stride, next_layer.padding,
+                                      next_layer.dilation)[0]
+
+
+def _prunable_input_shapes(net) -> list[torch.Size]:
+    """The input shape (no batch axis) of every prunable layer, from one forward of zeros in eval mode."""
+    chain = net.module_chain()
+    device = C.layer_weight(net.prunable_layers()[0]).device
+    shapes = []
+    with C.eval_mode(net):
+        x = torch.zeros(1, *net.input_shape, device=device)
+        for module in chain:
+            if isinstance(module, PRUNABLE_TYPES):
+                shapes.append(x.shape[1:])
+            x = module(x)
+    return shapes
 
 
 def _slim_batch_norm(bn: nn.Module, kept: torch.Tensor | None) -> nn.Module:
@@ -100,6 +130,7 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
     if len(masks) != len(layers):
         raise ValueError(f"need one mask per prunable layer ({len(layers)}), got {len(masks)}")
     constants = C.removed_unit_constants(net, masks)
+    input_shapes = _prunable_input_shapes(net) if any(c.any() for c in constants) else None
     modules: list[nn.Module] = []
     current = None  # original indices of the features along dim 1 of the running activation; None = all of them
     index = 0
@@ -115,8 +146,13 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
             if not torch.equal(select, torch.arange(current.numel(), device=select.device)):
                 modules.append(SelectInputs(select))
             kept_rows = weight.index_select(0, out_index)
+            constant_map = None
             if index > 0 and constants[index - 1].any():
-                bias += _constant_fold(layers[index - 1], layer, weight, constants[index - 1], index - 1)
+                carried = _constant_fold(layers[index - 1], layer, weight, constants[index - 1], input_shapes[index])
+                if carried.dim() == 1:
+                    bias += carried
+                else:
+                    constant_map = carried.index_select(0, out_index)
             slim = (nn.Conv2d(in_index.numel(), out_index.numel(), layer.kernel_size, stride=layer.stride,
                               padding=layer.padding, dilation=layer.dilation)
                     if C.is_conv(layer) else nn.Linear(in_index.numel(), out_index.numel()))
@@ -124,6 +160,8 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
             slim.weight.copy_(kept_rows.index_select(1, in_index))
             slim.bias.copy_(bias.index_select(0, out_index))
             modules.append(slim)
+            if constant_map is not None:
+                modules.append(AddConstantMap(constant_map))
             current, index = out_index, index + 1
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             modules.append(_slim_batch_norm(module, current))
@@ -164,6 +202,8 @@ def module_spec(module: nn.Module) -> dict:
                 "ceil_mode": module.ceil_mode}
     if isinstance(module, SelectInputs):
         return {"type": "SelectInputs", "size": module.indices.numel()}
+    if isinstance(module, AddConstantMap):
+        return {"type": "AddConstantMap", "shape": list(module.constant_map.shape)}
     if isinstance(module, nn.Dropout):
         return {"type": "Dropout", "p": module.p}
     if isinstance(module, nn.Flatten):
@@ -179,6 +219,8 @@ def module_from_spec(spec: dict) -> nn.Module:
     kind = spec["type"]
     if kind == "SelectInputs":
         return SelectInputs(torch.zeros(options["size"], dtype=torch.long))
+    if kind == "AddConstantMap":
+        return AddConstantMap(torch.zeros(options["shape"]))
     makers = {"Linear": nn.Linear, "Conv2d": nn.Conv2d, "BatchNorm1d": nn.BatchNorm1d, "BatchNorm2d": nn.BatchNorm2d,
               "MaxPool2d": nn.MaxPool2d, "Dropout": nn.Dropout, "Flatten": nn.Flatten, "ReLU": nn.ReLU,
               "Identity": nn.Identity}

@@ -9,7 +9,7 @@ from torch import nn
 from bcrepro import compression as C
 from bcrepro import models
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
-from bcrepro.slim import SelectInputs, load_slim, save_slim, slim_net, slim_spec
+from bcrepro.slim import AddConstantMap, SelectInputs, load_slim, save_slim, slim_net, slim_spec
 
 FACTORIES = {
     "gnj": models.LayerFactory(linear=lambda i, o, index: LinearGroupNJ(i, o),
@@ -177,8 +177,9 @@ def bn_masks(net, pruned):
     return C.propagate_masks(net, [0.0] * len(pruned))
 
 
-@pytest.mark.parametrize("padding", [None, 0])
+@pytest.mark.parametrize("padding", [None, 0, 1, 2])
 def test_slim_folds_batch_norm_constants_into_the_next_bias(padding):
+    """Unpadded: into the next bias; padded: a constant map after the slim conv (the border sees less of it)."""
     torch.manual_seed(8)
     net = bn_net(padding)
     pruned = [[1, 4], [2, 5, 7], [3, 7]] if padding is None else [[1, 4], [0, 3], [2, 5, 7], [3, 7]]
@@ -195,9 +196,24 @@ def test_slim_folds_batch_norm_constants_into_the_next_bias(padding):
     assert [bn.num_features for bn in bns] == [int(m.out_mask.sum()) for m in masks[:-1]]
 
 
-def test_slim_refuses_to_fold_a_constant_into_a_padded_conv():
+def test_constant_through_a_padded_conv_is_a_map_that_is_smaller_at_the_border(tmp_path):
     torch.manual_seed(9)
     net = bn_net(second_conv_padding=1)
     masks = bn_masks(net, [[1, 4], [], [], []])
-    with pytest.raises(ValueError, match="padded.*later issue"):
-        slim_net(net, masks)
+    slim = slim_net(net, masks)
+    (add_map,) = [m for m in slim if isinstance(m, AddConstantMap)]
+    constant_map = add_map.constant_map  # [5, 4, 4]
+    # by hand: the removed channels' constants times the kernel taps that land inside the 4x4 input
+    constants = C.removed_unit_constants(net, masks)[0]
+    weight = C.layer_weight(net.prunable_layers()[1])
+    inside = torch.zeros(4 + 2, 4 + 2)
+    inside[1:-1, 1:-1] = 1.0  # the zero-padded input: 1 where a real pixel sits
+    for i, j in [(0, 0), (1, 1), (0, 2), (3, 3)]:
+        window = inside[i:i + 3, j:j + 3]  # kernel taps that see real pixels for output (i, j)
+        expected = torch.einsum("ocij,c,ij->o", weight, constants, window)
+        torch.testing.assert_close(constant_map[:, i, j], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(constant_map[:, 0, 0], constant_map[:, 1, 1])
+    save_slim(slim, tmp_path / "slim.pt")
+    x = torch.randn(3, 1, 10, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(load_slim(tmp_path / "slim.pt")(x), slim(x), rtol=0, atol=0)
