@@ -4,9 +4,9 @@
 
 One step = forward, backward (cross-entropy + KL / N for the Bayesian nets), Adam (the training loop's own),
 variance clipping, on the same batch. Steps of the variants are interleaved round-robin so machine noise hits all of
-them alike; the ratio of medians is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on CPU. For LeNet-300-100 it also
-prints the floor: the time of the matmuls and normal draws that exact local reparameterisation with one z per
-example cannot avoid, over the dense step. ``--reference`` adds the BC steps through plain autograd over the
+them alike; the ratio of medians is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on
+CPU. For LeNet-300-100 it also prints the floor: the time of the matmuls and normal draws that exact local
+reparameterisation with one z per example cannot avoid, over the dense step. ``--reference`` adds the BC steps through plain autograd over the
 reference expressions (``fused_step = False``) to the same round-robin, to show what the fused step saves.
 """
 from __future__ import annotations
@@ -79,7 +79,8 @@ def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10)), with_
     ``with_parameters`` adds what a BC step cannot avoid on its parameters either: Adam (the loop's fused one) over
     twice the dense weights (means and log-variances) and the scale parameters, ``exp`` of each log-variance matrix
     and the product of its gradient with it, and the variance clip."""
-    tensors = [(torch.randn(batch, n_in), torch.randn(n_out, n_in), torch.randn(batch, n_out)) for n_in, n_out in shapes]
+    tensors = [(torch.randn(batch, n_in), torch.randn(n_out, n_in), torch.randn(batch, n_out))
+               for n_in, n_out in shapes]
     params = [torch.randn(*shape) for n_in, n_out in shapes for shape in ((n_out, n_in), (n_out, n_in), (n_out,),
                                                                           (n_out,), (n_in,), (n_in,))]
     for p in params:
@@ -127,7 +128,8 @@ def main() -> None:
                   f"{ghs / med['dense']:10.2f}   (autograd over the reference expressions)")
         if arch == "lenet300":
             floor, floor_params, dense = interleaved_medians(
-                {"floor": lrt_floor_step(args.batch), "floor + parameters": lrt_floor_step(args.batch, with_parameters=True),
+                {"floor": lrt_floor_step(args.batch),
+                 "floor + parameters": lrt_floor_step(args.batch, with_parameters=True),
                  "dense": make_step(arch, "dense", args.batch)}, args.repeats)
             print(f"{'':10s} floor of exact local reparameterisation (matmuls + normal draws only): "
                   f"{1e3 * floor:.2f} ms = {floor / dense:.2f}x the dense step")

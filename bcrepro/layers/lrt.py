@@ -39,7 +39,8 @@ def _weight_forward(mu, logvar):
 
 def _weight_grads(grad_mu, grad_var, grad_kl, mu, var):
     """Gradients of (mu, logvar) from those of the mean path's weight (``grad_mu``), the variance path's weight
-    (``grad_var``, d loss / d exp(logvar)) and the KL; the first two are buffers this backward owns, updated in place."""
+    (``grad_var``, d loss / d exp(logvar)) and the KL; the first two are buffers this backward owns, updated in
+    place."""
     if grad_kl is None:
         return grad_mu, grad_var.mul_(var)
     half = 0.5 * grad_kl
