@@ -17,11 +17,13 @@ The s_a KL (``sa_kl``): the paper prints ``-KL = log tau0 - tau0^-1 E[s_a] + ...
 ``sa_kl="exact"`` (the default) is the KL of the prior the paper states, so the model is the one written down, with
 tau0 = 1e-5 meaning what it says; ``sa_kl="printed"`` is the printed formula verbatim, constant included.
 
-Pruning statistic (``group_statistic``): ``-E_q[log z_g^2] = -2 mu_g``. The horseshoe prunes by shrinking a group's
-scale towards s ~ tau0, while a kept group's scale escapes to O(0.1–1); the statistic is the log-magnitude of that
-scale, bimodal with a gap of many nats (a group's prior-like posterior sits near ``-2 log tau0``), and a group is kept
-iff it is below the threshold, as for GNJ's log alpha. ``log_alpha()`` is the log-normal noise ratio
-``log(Var z / E[z]^2) = log(exp(var_g) - 1)``, exposed for plots.
+Pruning statistic (``group_statistic``, ``statistic="magnitude"``, the default): ``-E_q[log z_g^2] = -2 mu_g``. The
+horseshoe prunes by shrinking a group's scale towards s ~ tau0, while a kept group's scale escapes to O(0.1–1); the
+statistic is the log-magnitude of that scale, bimodal with a gap of many nats (a group's prior-like posterior sits near
+``-2 log tau0``), and a group is kept iff it is below the threshold, as for GNJ's log alpha. ``log_alpha()`` is the
+log-normal noise ratio ``log(Var z / E[z]^2) = log(exp(var_g) - 1)``; ``statistic="noise"`` prunes by it instead. That is the statistic for a
+conv followed by batch norm (VGG): batch norm rescales each channel, so the magnitude of z carries no information
+there (shrinking it costs nothing), while its noise ratio is scale-free and survives the normalisation.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from .base import Conv2dGeometry, GroupScaleLayer, LinearGeometry
 
 TAU0 = 1e-5
 SA_KL_CHOICES = ("exact", "printed")
+STATISTIC_CHOICES = ("magnitude", "noise")
 _HALF_LOG_2E = 0.5 * (1.0 + math.log(2.0))
 
 
@@ -67,9 +70,13 @@ class GroupHS(GroupScaleLayer):
 
     statistic_label = "−E[log z²]"
 
-    def _init_scales(self, n_groups: int, tau0: float, sa_kl: str) -> None:
+    def _init_scales(self, n_groups: int, tau0: float, sa_kl: str, statistic: str = "magnitude") -> None:
         if sa_kl not in SA_KL_CHOICES:
             raise ValueError(f"sa_kl must be one of {SA_KL_CHOICES}, got {sa_kl!r}")
+        if statistic not in STATISTIC_CHOICES:
+            raise ValueError(f"statistic must be one of {STATISTIC_CHOICES}, got {statistic!r}")
+        self.statistic = statistic
+        self.statistic_label = "log α" if statistic == "noise" else "−E[log z²]"
         if not tau0 > 0:
             raise ValueError(f"tau0 must be positive, got {tau0}")
         self.tau0 = tau0
@@ -127,6 +134,8 @@ class GroupHS(GroupScaleLayer):
         return torch.log(torch.expm1(var))
 
     def group_statistic(self) -> torch.Tensor:
+        if self.statistic == "noise":
+            return self.log_alpha()
         mean, _ = self.log_z_moments()
         return -2.0 * mean
 
@@ -145,12 +154,13 @@ class LinearGroupHS(LinearGeometry, GroupHS):
     """Fully connected group-horseshoe layer; groups are the ``in_features`` input units."""
 
     def __init__(self, in_features: int, out_features: int, init_weight=None, init_bias=None,
-                 clip_var: float | None = None, tau0: float = TAU0, sa_kl: str = "exact"):
+                 clip_var: float | None = None, tau0: float = TAU0, sa_kl: str = "exact",
+                 statistic: str = "magnitude"):
         super().__init__(clip_var=clip_var)
         self._setup_geometry(in_features, out_features)
         self._init_weights((out_features, in_features), out_features, in_features, init_weight, init_bias,
                            uniform=False)
-        self._init_scales(in_features, tau0, sa_kl)
+        self._init_scales(in_features, tau0, sa_kl, statistic)
 
 
 class Conv2dGroupHS(Conv2dGeometry, GroupHS):
@@ -158,10 +168,10 @@ class Conv2dGroupHS(Conv2dGeometry, GroupHS):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  init_weight=None, init_bias=None, clip_var: float | None = None, tau0: float = TAU0,
-                 sa_kl: str = "exact"):
+                 sa_kl: str = "exact", statistic: str = "magnitude"):
         super().__init__(clip_var=clip_var)
         self._setup_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         kh, kw = self.kernel_size
         self._init_weights((out_channels, in_channels, kh, kw), out_channels, in_channels * kh * kw, init_weight,
                            init_bias, uniform=True)
-        self._init_scales(out_channels, tau0, sa_kl)
+        self._init_scales(out_channels, tau0, sa_kl, statistic)

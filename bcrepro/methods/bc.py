@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 from ..models import LayerFactory
 from .registry import Method, register
-from .schedules import BAYESIAN_MNIST
+from .schedules import BAYESIAN_CIFAR, BAYESIAN_MNIST
 
 
 def _per_layer(value, index):
@@ -18,16 +18,20 @@ def _per_layer(value, index):
     return value
 
 
-def _factory(linear_cls, conv_cls, extra_keys=()):
+def _factory(linear_cls, conv_cls, extra_keys=(), per_layer_keys=()):
     def make(arch: str, hp: dict) -> LayerFactory:
         extra = {key: hp[key] for key in extra_keys}
 
+        def options(index):
+            per_layer = {key: _per_layer(hp[key], index) for key in per_layer_keys if key in hp}
+            return dict(extra, clip_var=_per_layer(hp["clip_var"], index),
+                        **{key: value for key, value in per_layer.items() if value is not None})
+
         def linear(in_features, out_features, index):
-            return linear_cls(in_features, out_features, clip_var=_per_layer(hp["clip_var"], index), **extra)
+            return linear_cls(in_features, out_features, **options(index))
 
         def conv(in_channels, out_channels, kernel_size, padding, index):
-            return conv_cls(in_channels, out_channels, kernel_size, padding=padding,
-                            clip_var=_per_layer(hp["clip_var"], index), **extra)
+            return conv_cls(in_channels, out_channels, kernel_size, padding=padding, **options(index))
 
         return LayerFactory(linear=linear, conv=conv)
     return make
@@ -38,12 +42,20 @@ def _factory(linear_cls, conv_cls, extra_keys=()):
 # thresholds: chosen automatically on the validation split within 0.1 points of validation error (compression.py);
 # {"rule": "fixed", "values": [-2.8, -3.0, -5.0]} gives the tutorial's LeNet-300-100 thresholds instead.
 _AUTO_THRESHOLDS = {"rule": "auto", "max_error_increase": 0.1}
+# VGG-16: no clipping (a third-party GNJ VGG with clip_var 0.04 on every layer reported NaN losses; the KL alone bounds
+# the weight variances near 1, where its pull to N(0, 1) stops).
 _GNJ_HP = {
     "lenet300": dict(BAYESIAN_MNIST, clip_var=[0.04, None, None], thresholds=_AUTO_THRESHOLDS),
     "lenet5": dict(BAYESIAN_MNIST, clip_var=[None, None, 0.04, None], thresholds=_AUTO_THRESHOLDS),
+    "vgg16": dict(BAYESIAN_CIFAR, clip_var=None, thresholds=_AUTO_THRESHOLDS),
 }
 # tau0 = 1e-5 (paper §5); sa_kl "exact" is the KL of the stated prior s_a ~ G(1/2, tau0^2), see layers/group_hs.py.
-_GHS_HP = {arch: dict(hp, tau0=1e-5, sa_kl="exact") for arch, hp in _GNJ_HP.items()}
+# statistic: -E[log z^2] ("magnitude") everywhere, except VGG's 13 convs: batch norm follows each and rescales its
+# channels, so they are pruned by the scale-free noise ratio log alpha ("noise"; layers/group_hs.py). GNJ's log alpha
+# is a noise ratio already.
+_VGG_STATISTIC = ["noise"] * 13 + ["magnitude"] * 2
+_GHS_HP = {arch: dict(hp, tau0=1e-5, sa_kl="exact", statistic="magnitude") for arch, hp in _GNJ_HP.items()}
+_GHS_HP["vgg16"]["statistic"] = _VGG_STATISTIC
 
 BC_GNJ = register(Method(
     name="bc-gnj",
@@ -56,7 +68,7 @@ BC_GNJ = register(Method(
 BC_GHS = register(Method(
     name="bc-ghs",
     description="Bayesian compression, group horseshoe prior (Louizos et al. 2017 §4.2)",
-    layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("tau0", "sa_kl")),
+    layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("tau0", "sa_kl"), per_layer_keys=("statistic",)),
     hyperparameters=_GHS_HP,
     group_sparse=True,
 ))
