@@ -6,6 +6,10 @@ Variants, all in eval mode without gradients and with the same input:
 - ``masked``: the same shapes with the pruned weights set to zero (what pruning without export gives: no speed-up);
 - ``slim``: the slimmed export (``bcrepro.slim``), physically smaller layers.
 
+Each record also holds ``macs_per_example``, the multiply-accumulates of the variant's conv and linear layers for one
+input (its FLOPs are twice that), so measured speed-ups can be set beside the theoretical ones; the masked variant
+counts every weight (its zeros are multiplied all the same).
+
 Variants are timed round-robin within each repeat, so machine noise hits them alike; each record holds the median and
 the inter-quartile range in milliseconds. On CPU the intra-op thread count is fixed for the measurement (and restored
 after); on CUDA every forward pass is bracketed by synchronisation.
@@ -65,6 +69,35 @@ def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int
     return times
 
 
+@torch.no_grad()
+def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of the ``nn.Conv2d`` and ``nn.Linear`` layers of ``module`` for one input of
+    ``input_shape`` (no batch axis): out elements x (in channels / groups x kernel taps) for a conv, in x out for a
+    linear layer. Counted with forward hooks on one pass over zeros on the module's device."""
+    total = 0
+
+    def count(layer, inputs, output):
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            taps = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+            total += output[0].numel() * taps
+        else:
+            total += layer.in_features * layer.out_features * (output[0].numel() // layer.out_features)
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        parameter = next(module.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        was_training = module.training
+        module.eval()
+        module(torch.zeros(1, *input_shape, device=device))
+        module.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int],
             device: torch.device, repeats: int = 100, warmup: int = 10, threads: int | None = 1,
             seed: int = 0) -> list[dict]:
@@ -79,6 +112,7 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
         raise ValueError(f"repeats must be >= 1, warmup >= 0 and batch sizes >= 1, got {repeats}, {warmup}, "
                          f"{list(batch_sizes)}")
     placed = {name: module.to(device) for name, module in modules.items()}
+    macs = {name: multiply_adds(module, input_shape) for name, module in placed.items()}
     generator = torch.Generator().manual_seed(seed)
     records = []
     with cpu_threads(threads if device.type == "cpu" else None):
@@ -88,13 +122,22 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
                 q1, median, q3 = _quartiles(samples)
                 records.append({"variant": name, "device": device.type, "batch": int(batch),
                                 "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1), "repeats": repeats,
-                                "threads": threads if device.type == "cpu" else None})
+                                "threads": threads if device.type == "cpu" else None,
+                                "macs_per_example": macs[name]})
     return records
 
 
 def speedups(records: Sequence[Mapping], over: str = "original") -> list[dict]:
-    """Speed-up of every variant over ``over`` at the same device and batch: median time ratio (>1 = faster)."""
-    base = {(r["device"], r["batch"]): r["median_ms"] for r in records if r["variant"] == over}
-    return [{"variant": r["variant"], "device": r["device"], "batch": r["batch"],
-             "speedup": base[(r["device"], r["batch"])] / r["median_ms"]}
-            for r in records if (r["device"], r["batch"]) in base and r["median_ms"] > 0]
+    """Speed-up of every variant over ``over`` at the same device and batch: median time ratio (>1 = faster), and
+    the theoretical one, the ratio of multiply-accumulates (``flops_ratio``; None where a record has no count)."""
+    base = {(r["device"], r["batch"]): r for r in records if r["variant"] == over}
+    gains = []
+    for r in records:
+        reference = base.get((r["device"], r["batch"]))
+        if reference is None or r["median_ms"] <= 0:
+            continue
+        macs, reference_macs = r.get("macs_per_example"), reference.get("macs_per_example")
+        gains.append({"variant": r["variant"], "device": r["device"], "batch": r["batch"],
+                      "speedup": reference["median_ms"] / r["median_ms"],
+                      "flops_ratio": reference_macs / macs if macs and reference_macs else None})
+    return gains

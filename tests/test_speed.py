@@ -14,6 +14,7 @@ def test_measure_times_every_variant_at_every_batch_in_the_speed_json_format():
     for record in records:
         assert record["device"] == "cpu" and record["median_ms"] > 0 and record["iqr_ms"] >= 0
         assert record["repeats"] == 4 and record["threads"] == 1
+        assert record["macs_per_example"] == (200 if record["variant"] == "original" else 60)
 
 
 def test_speedups_are_ratios_of_medians_at_the_same_device_and_batch():
@@ -23,6 +24,22 @@ def test_speedups_are_ratios_of_medians_at_the_same_device_and_batch():
                {"variant": "masked", "device": "cpu", "batch": 64, "median_ms": 12.5}]
     gains = {(g["variant"], g["batch"]): g["speedup"] for g in speed.speedups(records)}
     assert gains == {("original", 1): 1.0, ("slim", 1): 3.0, ("original", 64): 1.0, ("masked", 64): 0.8}
+
+
+def test_multiply_adds_of_lenet5_by_hand():
+    """conv1 20 x 24x24 outputs x 25 taps, conv2 50 x 8x8 x (20 x 25), fc1 800 x 500, fc2 500 x 10."""
+    from bcrepro import models
+    net = models.build("lenet5")
+    expected = 20 * 24 * 24 * 25 + 50 * 8 * 8 * 20 * 25 + 800 * 500 + 500 * 10
+    assert speed.multiply_adds(net, net.input_shape) == expected == 2_293_000
+
+
+def test_flops_ratio_is_the_ratio_of_multiply_adds_beside_the_measured_speedup():
+    records = [{"variant": "original", "device": "cpu", "batch": 1, "median_ms": 6.0, "macs_per_example": 1000},
+               {"variant": "slim", "device": "cpu", "batch": 1, "median_ms": 2.0, "macs_per_example": 40},
+               {"variant": "masked", "device": "cpu", "batch": 1, "median_ms": 6.0}]
+    gains = {g["variant"]: (g["speedup"], g["flops_ratio"]) for g in speed.speedups(records)}
+    assert gains == {"original": (1.0, 1.0), "slim": (3.0, 25.0), "masked": (1.0, None)}
 
 
 def test_quartiles_give_median_and_iqr_by_hand():
