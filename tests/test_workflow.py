@@ -19,7 +19,8 @@ from bcrepro import tracking
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 FAKE_SLURM = REPO / "tests" / "fakeslurm"
-PAPER_JOBS = {"stage_data": 1, "init_mlflow": 1, "pretrain": 6, "train": 36, "compress": 42, "speedup": 12,
+# LeNets: 7 methods (6 trained from dense) x 3 seeds each; VGG-16: dense, bc-gnj, bc-ghs x 3 seeds (arch_methods)
+PAPER_JOBS = {"stage_data": 2, "init_mlflow": 1, "pretrain": 9, "train": 42, "compress": 51, "speedup": 18,
               "table": 1, "figures": 1, "all": 1}
 
 
@@ -81,6 +82,8 @@ def test_training_jobs_ask_for_a_gpu_only_when_the_device_is_cuda(tmp_path):
     ("methods: [bc-gnj, magic-pruning]\n", "magic-pruning"),       # a method the registry does not know
     ("hyperparameters:\n  bc-gnj:\n    lenet300: {learning_rate: 0.1}\n", "learning_rate"),
     ("hyperparameters:\n  dense:\n    vgg99: {epochs: 1}\n", "vgg99"),
+    ("arch_methods:\n  vgg16: [dense, bc-magic]\n", "bc-magic"),   # unknown method for one architecture
+    ("arch_methods:\n  vgg16: [dense, dns]\n", "'dns' has no settings for architecture 'vgg16'"),
 ])
 def test_a_bad_config_fails_before_any_job_and_names_the_key(tmp_path, text, named):
     config = write_config(tmp_path / "bad.yaml", text)

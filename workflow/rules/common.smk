@@ -42,6 +42,19 @@ def configured_methods():
     return ["dense"] + [m for m in config["methods"] if m != "dense"]
 
 
+def arch_runs(arch, method):
+    """Whether the table has the cell (arch, method): ``arch_methods`` narrows an architecture's methods (the paper's
+    VGG rows are BC only); dense always runs."""
+    allowed = config["arch_methods"].get(arch)
+    return method == "dense" or allowed is None or method in allowed
+
+
+def cells(methods=None):
+    """(arch, method, seed) of every run of the table, optionally only the given methods."""
+    methods = configured_methods() if methods is None else methods
+    return [(a, m, s) for a in config["archs"] for m in methods if arch_runs(a, m) for s in config["seeds"]]
+
+
 def cell_params(arch, method):
     """Hyper-parameters of one (arch, method): the library's defaults updated by ``hyperparameters`` of the config."""
     overrides = config["hyperparameters"].get(method, {}).get(arch, {})
@@ -69,12 +82,17 @@ def check_cells():
                 registered.params_for(arch, overrides)
             except ValueError as err:
                 raise WorkflowError(f"config key 'hyperparameters.{method}.{arch}': {err}") from None
-    for arch in config["archs"]:
-        for method in configured_methods():
+    for arch, methods in config["arch_methods"].items():
+        for method in methods:
             try:
-                cell_params(arch, method)
+                get_method(method)
             except ValueError as err:
-                raise WorkflowError(f"config keys 'archs'/'methods': {err}") from None
+                raise WorkflowError(f"config key 'arch_methods.{arch}': {err}") from None
+    for arch, method, _ in cells():
+        try:
+            cell_params(arch, method)
+        except ValueError as err:
+            raise WorkflowError(f"config keys 'archs'/'methods'/'arch_methods': {err}") from None
 
 
 check_cells()
@@ -115,12 +133,6 @@ def train_runtime(wildcards):
     """Minutes a training job may take (a cluster's time limit): twice the rough CPU estimate, at least 15."""
     epochs = cell_params(wildcards.arch, wildcards.get("method", "dense"))["epochs"] * config["epoch_scale"]
     return int(max(15, 2 * epochs * MINUTES_PER_EPOCH[wildcards.arch]))
-
-
-def cells(methods=None):
-    """(arch, method, seed) of every run of the table, optionally only the given methods."""
-    methods = configured_methods() if methods is None else methods
-    return [(a, m, s) for a in config["archs"] for m in methods for s in config["seeds"]]
 
 
 def run_files(name, methods=None):
