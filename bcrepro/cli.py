@@ -320,10 +320,13 @@ def cmd_speedup(args) -> None:
     with cell_run(args, run, out) as tracker:
         tracker.log_metrics({f"speedup.{g['variant']}.{g['device']}.batch{g['batch']}": g["speedup"] for g in gains
                              if g["variant"] != "original"})
+        tracker.log_metrics({f"flops_ratio.{g['variant']}": g["flops_ratio"] for g in gains
+                             if g["variant"] != "original" and g["flops_ratio"] is not None})
         tracker.log_artifact(out / SPEED_FILE)
     for g in gains:
         if g["variant"] == "slim":
-            log.info("slim vs original on %s at batch %d: %.2fx", g["device"], g["batch"], g["speedup"])
+            log.info("slim vs original on %s at batch %d: %.2fx (%.1fx fewer multiply-adds)", g["device"], g["batch"],
+                     g["speedup"], g["flops_ratio"])
 
 
 def cmd_stage(args) -> None:

@@ -5,6 +5,8 @@ Aggregate figures (one per architecture, from a table with one row per (arch, me
 - ``error_vs_compression_{arch}.png``: test error against compression rate after pruning and after precision reduction,
   measured seeds, their mean and spread, and the paper's Table 1 point for the same method (reference-bc.md §2.7).
 - ``architecture_{arch}.png``: units kept per layer, beside the original widths and the paper's Table 2 (§2.9).
+- ``speedup.png`` (from every run's ``speed.json``): the slimmed model's measured speed-up over the original against
+  batch size, per architecture and method, beside the theoretical one (the ratio of multiply-adds).
 
 Per-run figures (``run_figures``, from a run directory ``results/runs/{arch}/{method}/seed{seed}/``):
 
@@ -287,6 +289,66 @@ def error_vs_compression(runs: pd.DataFrame, out_dir: str | os.PathLike, paper=N
         fig.suptitle(f"{arch}: test error vs compression rate")
         written.append(_save(fig, out_dir / f"error_vs_compression_{arch}.png"))
     return written
+
+
+def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per (arch, method, seed, device, batch) with a slim variant in ``{arch}/{method}/seed*/speed.json``:
+    ``speedup`` (original median / slim median) and ``flops_ratio`` (original / slim multiply-adds; NaN without
+    counts)."""
+    from .speed import speedups
+    rows = []
+    for path in sorted(Path(runs_dir).glob("*/*/seed*/speed.json")):
+        arch, method, seed = path.parent.relative_to(runs_dir).parts
+        try:
+            records = _read_json(path)
+            gains = speedups(records)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn or foreign file: the table reports it; the figure shows what it can
+        for gain in gains:
+            if gain["variant"] == "slim":
+                ratio = gain["flops_ratio"]
+                rows.append({"arch": arch, "method": method, "seed": seed, "device": gain["device"],
+                             "batch": gain["batch"], "speedup": gain["speedup"],
+                             "flops_ratio": math.nan if ratio is None else ratio})
+    return pd.DataFrame(rows, columns=["arch", "method", "seed", "device", "batch", "speedup", "flops_ratio"])
+
+
+def speedup_vs_batch(runs_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """``speedup.png``: per architecture (columns) and device (rows), the slimmed model's measured speed-up over the
+    original against batch size (log-log; mean over seeds, each seed a dot) per method, and the theoretical speed-up,
+    the ratio of multiply-adds, as a dashed line of the same colour."""
+    frame = speedup_measurements(runs_dir)
+    if frame.empty:
+        return []
+    archs, devices = sorted(frame["arch"].unique()), sorted(frame["device"].unique())
+    fig, axes = plt.subplots(len(devices), len(archs), figsize=(4.6 * len(archs), 3.6 * len(devices)),
+                             squeeze=False, layout="constrained")
+    for row, device in enumerate(devices):
+        for col, arch in enumerate(archs):
+            ax = axes[row][col]
+            cell = frame[(frame["arch"] == arch) & (frame["device"] == device)]
+            for method in _method_order(cell["method"]):
+                of_method = cell[cell["method"] == method]
+                colour = method_colour(method)
+                ax.scatter(of_method["batch"], of_method["speedup"], s=12, color=colour, alpha=0.5, linewidths=0)
+                mean = of_method.groupby("batch")["speedup"].mean()
+                ax.plot(mean.index, mean.values, marker="o", color=colour, label=f"{method} measured")
+                theory = of_method["flops_ratio"].dropna()
+                if len(theory):
+                    ax.axhline(float(theory.mean()), color=colour, ls="--", lw=1.2,
+                               label=f"{method} multiply-adds {float(theory.mean()):.1f}x")
+            ax.axhline(1.0, color="grey", lw=0.8)
+            ax.set_xscale("log", base=2)
+            batches = sorted(cell["batch"].unique())
+            ax.set_xticks(batches, [str(b) for b in batches])
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("speed-up of the slimmed model (×)")
+            ax.set_title(f"{arch} on {device}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("measured speed-up (solid) vs theoretical: ratio of multiply-adds (dashed)")
+    return [_save(fig, Path(out_dir) / "speedup.png")]
 
 
 def parse_architecture(value) -> list[int] | None:
@@ -578,6 +640,7 @@ def all_figures(runs: pd.DataFrame, runs_dir: str | os.PathLike, figures_dir: st
         written += error_vs_compression(runs, figures_dir, paper)
         if "architecture" in runs.columns:
             written += learned_architecture(runs, figures_dir, paper_architectures, original)
+    written += speedup_vs_batch(runs_dir, figures_dir)
     for metrics_path in sorted(runs_dir.glob("*/*/seed*/metrics.json")):
         run_dir = metrics_path.parent
         written += run_figures(run_dir, figures_dir / "runs" / run_dir.relative_to(runs_dir))

@@ -112,7 +112,16 @@ def runs_dir(tmp_path_factory) -> Path:
         run_dir = root / arch / method / "seed0"
         run_dir.mkdir(parents=True)
         make(run_dir)
+    _write_json(root / "lenet5" / "bc-ghs" / "seed0" / "speed.json", SPEED_RECORDS)
     return root
+
+
+# lenet5/bc-ghs/seed0/speed.json: slim 4x faster at batch 1, 10x at 64; 20x fewer multiply-adds
+SPEED_RECORDS = [
+    {"variant": v, "device": "cpu", "batch": b, "median_ms": ms, "iqr_ms": 0.1, "macs_per_example": macs}
+    for b, times in ((1, (2.0, 2.1, 0.5)), (64, (50.0, 51.0, 5.0)))
+    for v, ms, macs in zip(("original", "masked", "slim"), times, (2_000_000, 2_000_000, 100_000))
+]
 
 
 def _runs_frame() -> pd.DataFrame:
@@ -210,7 +219,14 @@ def test_dense_run_has_only_training_curves(runs_dir, figures, tmp_path):
 # ---- aggregate figures -----------------------------------------------------------------------------------------------
 def test_aggregate_figures_one_per_architecture(figures):
     _assert_pngs(_written_under(figures, "."), ["error_vs_compression_lenet300.png", "error_vs_compression_lenet5.png",
-                                                "architecture_lenet300.png", "architecture_lenet5.png"])
+                                                "architecture_lenet300.png", "architecture_lenet5.png", "speedup.png"])
+
+
+def test_speedup_measurements_are_the_slim_ratios_of_each_speed_json(runs_dir):
+    frame = plots.speedup_measurements(runs_dir)
+    assert frame[["arch", "method", "seed", "device", "batch"]].values.tolist() == [
+        ["lenet5", "bc-ghs", "seed0", "cpu", 1], ["lenet5", "bc-ghs", "seed0", "cpu", 64]]
+    assert frame["speedup"].tolist() == [4.0, 10.0] and frame["flops_ratio"].tolist() == [20.0, 20.0]
 
 
 def test_figures_are_closed_and_no_temporary_file_is_left(figures):

@@ -156,7 +156,8 @@ def figure_files():
     per_arch = [f"results/figures/{kind}_{arch}.png" for kind in ("error_vs_compression", "architecture")
                 for arch in config["archs"]]
     per_run = [f"results/figures/runs/{a}/{m}/seed{s}/training.png" for a, m, s in cells()]
-    return per_arch + per_run
+    speed = ["results/figures/speedup.png"] if cells(group_sparse_methods()) else []
+    return per_arch + per_run + speed
 
 
 def final_targets():
