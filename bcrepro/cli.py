@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, data, models, slim, speed, tracking
+from . import bitstream, compression, csr, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
@@ -313,6 +313,8 @@ def cmd_speedup(args) -> None:
         variants = {"original": compression.deterministic_net(net, compression.full_masks(net)),
                     "masked": compression.deterministic_net(net, masks)}
         variants["slim"] = slim.slim_net(variants["masked"], masks)
+        if not get_method(run["method"]).group_sparse and run["method"] != "dense":
+            variants["csr"] = csr.csr_net(variants["masked"])  # single weights pruned: sparse kernels, not slimming
     records = speed.measure(variants, splits.input_shape, args.batch_sizes, device, repeats=args.repeats,
                             warmup=args.warmup, threads=args.threads)
     write_json(records, out / SPEED_FILE)

@@ -4,7 +4,9 @@ Variants, all in eval mode without gradients and with the same input:
 
 - ``original``: the uncompressed network with the test-time weights (all groups kept);
 - ``masked``: the same shapes with the pruned weights set to zero (what pruning without export gives: no speed-up);
-- ``slim``: the slimmed export (``bcrepro.slim``), physically smaller layers.
+- ``slim``: the slimmed export (``bcrepro.slim``), physically smaller layers;
+- ``csr``: unstructured methods only, the masked network with every weight matrix in ``torch.sparse`` CSR form
+  (``bcrepro.csr``).
 
 Each record also holds ``macs_per_example``, the multiply-accumulates of the variant's conv and linear layers for one
 input (its FLOPs are twice that), so measured speed-ups can be set beside the theoretical ones; the masked variant
@@ -73,21 +75,24 @@ def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int
 def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-accumulates of the ``nn.Conv2d`` and ``nn.Linear`` layers of ``module`` for one input of
     ``input_shape`` (no batch axis): out elements x (in channels / groups x kernel taps) for a conv, in x out for a
-    linear layer. Counted with forward hooks on one pass over zeros on the module's device."""
+    linear layer; a sparse layer (``bcrepro.csr``) counts its stored weights only. Counted with forward hooks on one
+    pass over zeros on the module's device."""
     total = 0
 
     def count(layer, inputs, output):
         nonlocal total
-        if isinstance(layer, nn.Conv2d):
+        if hasattr(layer, "sparse_multiply_adds"):
+            total += layer.sparse_multiply_adds(output[:1])
+        elif isinstance(layer, nn.Conv2d):
             taps = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
             total += output[0].numel() * taps
         else:
             total += layer.in_features * layer.out_features * (output[0].numel() // layer.out_features)
 
-    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in module.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "sparse_multiply_adds")]
     try:
-        parameter = next(module.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
+        device = _module_device(module)
         was_training = module.training
         module.eval()
         module(torch.zeros(1, *input_shape, device=device))
@@ -96,6 +101,18 @@ def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
         for hook in hooks:
             hook.remove()
     return total
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    """Where a module's tensors live: its first parameter or buffer, or a plain ``weight`` tensor (CSR layers)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    for sub in module.modules():
+        if isinstance(getattr(sub, "weight", None), torch.Tensor):
+            return sub.weight.device
+    return torch.device("cpu")
 
 
 def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int],

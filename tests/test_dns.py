@@ -91,3 +91,9 @@ def test_dns_from_a_dense_reference_prunes_while_the_error_stays_low(tmp_path, d
     assert metrics["error_pct"] < 15.0
     assert metrics["error_quantized_pct"] is None and metrics["bits"] is None  # DNS has no precision reduction
     assert reference["method"] == "dense"
+    # single weights pruned: the speed-up measurement adds the torch.sparse CSR variant, counting stored weights only
+    run_bcrepro("speedup", "--run", surgery, "--batch-sizes", 2, "--repeats", 2, "--warmup", 1)
+    records = {r["variant"]: r for r in json.loads((surgery / "speed.json").read_text())}
+    assert sorted(records) == ["csr", "masked", "original", "slim"]
+    assert records["csr"]["macs_per_example"] == metrics["nonzero_weights"]  # one multiply-add per kept weight
+    assert records["original"]["macs_per_example"] == metrics["total_weights"]

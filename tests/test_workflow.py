@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 FAKE_SLURM = REPO / "tests" / "fakeslurm"
 # LeNets: 7 methods (6 trained from dense) x 3 seeds each; VGG-16: dense, bc-gnj, bc-ghs x 3 seeds (arch_methods)
-PAPER_JOBS = {"stage_data": 2, "init_mlflow": 1, "pretrain": 9, "train": 42, "compress": 51, "speedup": 18,
+PAPER_JOBS = {"stage_data": 2, "init_mlflow": 1, "pretrain": 9, "train": 42, "compress": 51, "speedup": 42,
               "table": 1, "figures": 1, "all": 1}
 
 

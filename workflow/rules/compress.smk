@@ -1,4 +1,5 @@
-"""Compression of every trained cell, and the speed-up of the slimmed model for group-sparse methods."""
+"""Compression of every trained cell, and the speed-up of every compressed model (slimmed; CSR for single-weight
+pruning)."""
 
 
 rule compress:

@@ -9,7 +9,7 @@ localrules:
 rule table:
     input:
         run_files("metrics.json"),
-        run_files("speed.json", group_sparse_methods()),
+        run_files("speed.json", compressed_methods()),
     output:
         TABLE_FILES,
     log:
@@ -29,7 +29,7 @@ rule table:
 rule figures:
     input:
         run_files("metrics.json"),
-        run_files("speed.json", group_sparse_methods()),
+        run_files("speed.json", compressed_methods()),
     output:
         figure_files(),
     log:
