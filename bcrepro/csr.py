@@ -22,45 +22,55 @@ def _to_csr(weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
 
 
-class CSRLinear(nn.Module):
-    """``nn.Linear`` with a CSR weight: y = (W x^T + b)^T."""
+class _CSRLayer(nn.Module):
+    """A layer whose weight is a CSR matrix ``[out, fan-in]`` and whose bias a dense vector (plain tensors, moved by
+    ``.to()``; nothing here trains)."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, layer: nn.Module, n_out: int):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = _to_csr(linear.weight)
-        self.bias = (linear.bias.detach() if linear.bias is not None
-                     else torch.zeros(linear.out_features, device=linear.weight.device)).clone()
+        self.n_out = n_out
+        self.weight = _to_csr(layer.weight)
+        self.bias = (layer.bias.detach() if layer.bias is not None
+                     else torch.zeros(n_out, device=layer.weight.device)).clone()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias[:, None], self.weight, x.t().contiguous()).t()
+    @property
+    def nnz(self) -> int:
+        return self.weight.values().numel()
 
     def sparse_multiply_adds(self, output: torch.Tensor) -> int:
-        """Multiply-adds for the examples of ``output``: one per stored weight and example."""
-        return self.weight.values().numel() * (output.numel() // self.out_features)
+        """Multiply-adds for ``output``: one per stored weight, example and output position."""
+        return self.nnz * (output.numel() // self.n_out)
 
     def _apply(self, fn, recurse=True):
         self.weight, self.bias = fn(self.weight), fn(self.bias)
         return self
 
+
+class CSRLinear(_CSRLayer):
+    """``nn.Linear`` with a CSR weight: y = (W x^T + b)^T."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__(linear, linear.out_features)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias[:, None], self.weight, x.t().contiguous()).t()
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.weight.values().numel()}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
 
 
-class CSRConv2d(nn.Module):
+class CSRConv2d(_CSRLayer):
     """``nn.Conv2d`` (groups=1) with a CSR weight ``[out, in * kh * kw]`` applied to the unfolded input."""
 
     def __init__(self, conv: nn.Conv2d):
-        super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros":
             raise ValueError(f"CSRConv2d handles groups=1 with zero padding, got groups={conv.groups}, "
                              f"padding_mode={conv.padding_mode!r}")
+        super().__init__(conv, conv.out_channels)
         self.out_channels = conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
-        self.weight = _to_csr(conv.weight)
-        self.bias = (conv.bias.detach() if conv.bias is not None
-                     else torch.zeros(conv.out_channels, device=conv.weight.device)).clone()
 
     def _output_size(self, size: int, axis: int) -> int:
         span = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
@@ -74,17 +84,9 @@ class CSRConv2d(nn.Module):
         out = torch.addmm(self.bias[:, None], self.weight, columns)  # [out, B*L]
         return out.view(self.out_channels, batch, height, width).transpose(0, 1)
 
-    def sparse_multiply_adds(self, output: torch.Tensor) -> int:
-        """Multiply-adds for ``output``: one per stored weight, example and output position."""
-        return self.weight.values().numel() * (output.numel() // self.out_channels)
-
-    def _apply(self, fn, recurse=True):
-        self.weight, self.bias = fn(self.weight), fn(self.bias)
-        return self
-
     def extra_repr(self) -> str:
         return (f"{self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"nnz={self.weight.values().numel()}")
+                f"nnz={self.nnz}")
 
 
 def csr_net(module: nn.Module) -> nn.Module:

@@ -65,6 +65,14 @@ def _twice_variance_gradient_(grad_times_noise, std, floored):
     return twice
 
 
+def _saved_for_backward(ctx, grad):
+    """(x, z, weight_mu, weight_var, noise, grad) of a fused node, ``grad`` zeros where only the KL was used; marks the
+    node as backpropagated (the layer's KL cache must not hand out its KL after this)."""
+    ctx.backward_done = True
+    x, z, weight_mu, weight_var, noise = ctx.saved_tensors
+    return x, z, weight_mu, weight_var, noise, torch.zeros_like(noise) if grad is None else grad
+
+
 class _LinearLRT(torch.autograd.Function):
     """out = (x z) W_mu^T + b_mu + sqrt((x z)^2 exp(W_logvar)^T + b_var) * noise, z scaling the inputs."""
 
@@ -83,11 +91,8 @@ class _LinearLRT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, grad_kl):
-        ctx.backward_done = True  # read by the layer's KL cache: this node's KL cannot be reused after this
-        x, z, weight_mu, weight_var, noise = ctx.saved_tensors
+        x, z, weight_mu, weight_var, noise, grad = _saved_for_backward(ctx, grad)
         need = ctx.needs_input_grad
-        if grad is None:  # only the KL was used
-            grad = torch.zeros_like(noise)
         twice_grad_var = _twice_variance_gradient_(grad * noise, ctx.std, ctx.floored)
         grad_x = grad_z = None
         if need[0] or need[1]:
@@ -127,11 +132,8 @@ class _Conv2dLRT(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, grad_kl):
-        ctx.backward_done = True  # read by the layer's KL cache: this node's KL cannot be reused after this
-        x, z, weight_mu, weight_var, noise = ctx.saved_tensors
+        x, z, weight_mu, weight_var, noise, grad = _saved_for_backward(ctx, grad)
         need = ctx.needs_input_grad
-        if grad is None:  # only the KL was used
-            grad = torch.zeros_like(noise)
         grad_z = torch.linalg.vecdot(grad.flatten(2), ctx.pre.flatten(2)) if need[1] else None
         grad_pre = grad * z[:, :, None, None]
         grad_x_mean, grad_w_mu, grad_b_mu = torch.ops.aten.convolution_backward(
