@@ -312,7 +312,12 @@ def cmd_speedup(args) -> None:
     with compression.eval_mode(net):
         variants = {"original": compression.deterministic_net(net, compression.full_masks(net)),
                     "masked": compression.deterministic_net(net, masks)}
-        variants["slim"] = slim.slim_net(variants["masked"], masks)
+        if any(compression.is_conv(layer) and not mask.out_mask.any()
+               for layer, mask in zip(net.prunable_layers(), masks)):
+            log.warning("a conv layer keeps no filter: the slimmed network is a constant and has no layers to time; "
+                        "speed.json gets no slim variant")
+        else:
+            variants["slim"] = slim.slim_net(variants["masked"], masks)
         if not get_method(run["method"]).group_sparse and run["method"] != "dense":
             variants["csr"] = csr.csr_net(variants["masked"])  # single weights pruned: sparse kernels, not slimming
     records = speed.measure(variants, splits.input_shape, args.batch_sizes, device, repeats=args.repeats,
@@ -327,8 +332,9 @@ def cmd_speedup(args) -> None:
         tracker.log_artifact(out / SPEED_FILE)
     for g in gains:
         if g["variant"] == "slim":
-            log.info("slim vs original on %s at batch %d: %.2fx (%.1fx fewer multiply-adds)", g["device"], g["batch"],
-                     g["speedup"], g["flops_ratio"])
+            fewer = "n/a" if g["flops_ratio"] is None else f"{g['flops_ratio']:.1f}x"
+            log.info("slim vs original on %s at batch %d: %.2fx (%s fewer multiply-adds)", g["device"], g["batch"],
+                     g["speedup"], fewer)
 
 
 def cmd_stage(args) -> None:

@@ -39,7 +39,7 @@ class _CSRLayer(nn.Module):
 
     def sparse_multiply_adds(self, output: torch.Tensor) -> int:
         """Multiply-adds for ``output``: one per stored weight, example and output position."""
-        return self.nnz * (output.numel() // self.n_out)
+        return self.nnz * (output.numel() // self.n_out) if self.n_out else 0
 
     def _apply(self, fn, recurse=True):
         self.weight, self.bias = fn(self.weight), fn(self.bias)

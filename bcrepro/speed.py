@@ -86,8 +86,8 @@ def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
         elif isinstance(layer, nn.Conv2d):
             taps = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
             total += output[0].numel() * taps
-        else:
-            total += layer.in_features * layer.out_features * (output[0].numel() // layer.out_features)
+        else:  # each output element of one example reads every input feature
+            total += output[0].numel() * layer.in_features
 
     hooks = [m.register_forward_hook(count) for m in module.modules()
              if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "sparse_multiply_adds")]

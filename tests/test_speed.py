@@ -34,6 +34,14 @@ def test_multiply_adds_of_lenet5_by_hand():
     assert speed.multiply_adds(net, net.input_shape) == expected == 2_293_000
 
 
+def test_a_layer_that_keeps_no_unit_costs_no_multiply_add_and_gives_no_flops_ratio():
+    empty = nn.Sequential(nn.Linear(6, 0), nn.Linear(0, 2))  # a fully pruned hidden layer: output = the last bias
+    assert speed.multiply_adds(empty, (6,)) == 0
+    records = [{"variant": "original", "device": "cpu", "batch": 1, "median_ms": 2.0, "macs_per_example": 30},
+               {"variant": "slim", "device": "cpu", "batch": 1, "median_ms": 1.0, "macs_per_example": 0}]
+    assert [g["flops_ratio"] for g in speed.speedups(records)] == [1.0, None]
+
+
 def test_flops_ratio_is_the_ratio_of_multiply_adds_beside_the_measured_speedup():
     records = [{"variant": "original", "device": "cpu", "batch": 1, "median_ms": 6.0, "macs_per_example": 1000},
                {"variant": "slim", "device": "cpu", "batch": 1, "median_ms": 2.0, "macs_per_example": 40},
