@@ -10,9 +10,9 @@ backward, two gradient accumulations. Here:
 - ``exp(logvar)`` is computed once and serves the variance path and the KL;
 - the gradients of ``weight_mu`` and ``weight_logvar`` are the matmul outputs updated in place by the KL's closed-form
   gradient (d/dmu = g_kl mu, d/dlogvar = g_var var + g_kl (var - 1) / 2);
-- the variance floor ``MIN_VARIANCE`` is applied (and its zero gradient masked) only when some bias variance is below
-  it: the pre-activation variance is a sum of non-negative terms plus the bias variance, so otherwise nothing can fall
-  under the floor;
+- on CPU the variance floor ``MIN_VARIANCE`` is applied (and its zero gradient masked) only when some bias variance is
+  below it: the pre-activation variance is a sum of non-negative terms plus the bias variance, so otherwise nothing can
+  fall under the floor (on CUDA it always applies: asking would synchronise the device);
 - the matmuls (or convolutions) are the ones the maths needs: two forward, and per path one for the weight gradient
   and one for the input gradient.
 
@@ -49,8 +49,11 @@ def _weight_grads(grad_mu, grad_var, grad_kl, mu, var):
 
 
 def _std_and_floor(variance: torch.Tensor, bias_var: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """sqrt(max(variance, MIN_VARIANCE)) in place, and whether the floor can have been hit."""
-    floored = bool((bias_var <= MIN_VARIANCE).any())
+    """sqrt(max(variance, MIN_VARIANCE)) in place, and whether the floor can have been hit.
+
+    On CPU the floor is skipped when every bias variance is above it (nothing can then reach it); on an accelerator
+    reading that answer back would stall the stream, which costs more than the clamp, so the floor always applies."""
+    floored = variance.device.type != "cpu" or bool((bias_var <= MIN_VARIANCE).any())
     if floored:
         variance.clamp_min_(MIN_VARIANCE)
     return variance.sqrt_(), floored
