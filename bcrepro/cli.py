@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, csr, data, models, slim, speed, tracking
+from . import bitstream, compression, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
@@ -309,18 +309,8 @@ def cmd_speedup(args) -> None:
     run, splits, net = load_trained(out, torch.device("cpu"))
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
     masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
-    with compression.eval_mode(net):
-        variants = {"original": compression.deterministic_net(net, compression.full_masks(net)),
-                    "masked": compression.deterministic_net(net, masks)}
-        if any(compression.is_conv(layer) and not mask.out_mask.any()
-               for layer, mask in zip(net.prunable_layers(), masks)):
-            log.warning("a conv layer keeps no filter: the slimmed network is a constant and has no layers to time; "
-                        "speed.json gets no slim variant")
-        else:
-            variants["slim"] = slim.slim_net(variants["masked"], masks)
-        if not get_method(run["method"]).group_sparse and run["method"] != "dense":
-            variants["csr"] = csr.csr_net(variants["masked"])  # single weights pruned: sparse kernels, not slimming
-    records = speed.measure(variants, splits.input_shape, args.batch_sizes, device, repeats=args.repeats,
+    single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
+    records = speed.measure(speed.variants(net, masks, single_weights), splits.input_shape, args.batch_sizes, device, repeats=args.repeats,
                             warmup=args.warmup, threads=args.threads)
     write_json(records, out / SPEED_FILE)
     gains = speed.speedups(records)

@@ -265,6 +265,25 @@ def plain_layer_like(layer: nn.Module, like: torch.Tensor | None = None) -> nn.M
 
 
 @torch.no_grad()
+@torch.no_grad()
+def chain_output_shapes(net) -> list[torch.Size]:
+    """The shape (batch of one) after each module of ``net.module_chain()``, from one forward of zeros in eval mode."""
+    device = layer_weight(net.prunable_layers()[0]).device
+    shapes = []
+    with eval_mode(net):
+        x = torch.zeros(1, *net.input_shape, device=device)
+        for module in net.module_chain():
+            x = module(x)
+            shapes.append(x.shape)
+    return shapes
+
+
+def prunable_input_shapes(net) -> list[torch.Size]:
+    """The input shape (no batch axis) of every prunable layer."""
+    before = [torch.Size((1, *net.input_shape))] + chain_output_shapes(net)[:-1]
+    return [before[p][1:] for p in _prunable_positions(net.module_chain())]
+
+
 def removed_unit_constants(net, masks: Sequence[LayerMask]) -> list[torch.Tensor]:
     """What each removed output of a prunable layer hands to the next prunable layer.  # per layer: [out]
 
@@ -275,12 +294,8 @@ def removed_unit_constants(net, masks: Sequence[LayerMask]) -> list[torch.Tensor
     chain = net.module_chain()
     positions = _prunable_positions(chain)
     device = layer_weight(chain[positions[0]]).device
+    output_shapes = chain_output_shapes(net)
     with eval_mode(net):
-        x = torch.zeros(1, *net.input_shape, device=device)
-        output_shapes = {}
-        for i, module in enumerate(chain):
-            x = module(x)
-            output_shapes[i] = x.shape
         constants = []
         for l, (here, there) in enumerate(zip(positions, positions[1:])):
             y = torch.zeros(output_shapes[here], device=device)

@@ -85,20 +85,6 @@ def _constant_fold(layer, next_layer, weight: torch.Tensor, constants: torch.Ten
                                       next_layer.dilation)[0]
 
 
-def _prunable_input_shapes(net) -> list[torch.Size]:
-    """The input shape (no batch axis) of every prunable layer, from one forward of zeros in eval mode."""
-    chain = net.module_chain()
-    device = C.layer_weight(net.prunable_layers()[0]).device
-    shapes = []
-    with C.eval_mode(net):
-        x = torch.zeros(1, *net.input_shape, device=device)
-        for module in chain:
-            if isinstance(module, PRUNABLE_TYPES):
-                shapes.append(x.shape[1:])
-            x = module(x)
-    return shapes
-
-
 def _slim_batch_norm(bn: nn.Module, kept: torch.Tensor | None) -> nn.Module:
     """A batch norm over the kept channels only."""
     if kept is None:
@@ -130,7 +116,7 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
     if len(masks) != len(layers):
         raise ValueError(f"need one mask per prunable layer ({len(layers)}), got {len(masks)}")
     constants = C.removed_unit_constants(net, masks)
-    input_shapes = _prunable_input_shapes(net) if any(c.any() for c in constants) else None
+    input_shapes = C.prunable_input_shapes(net) if any(c.any() for c in constants) else None
     modules: list[nn.Module] = []
     current = None  # original indices of the features along dim 1 of the running activation; None = all of them
     index = 0

@@ -20,6 +20,7 @@ Command: ``bcrepro speedup --run results/runs/lenet5/bc-ghs/seed0 --batch-sizes 
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from contextlib import contextmanager
@@ -27,6 +28,11 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import nn
+
+from . import compression, csr, slim
+from .compression import eval_mode
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("original", "masked", "slim", "csr")
 
@@ -72,6 +78,25 @@ def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int
 
 
 @torch.no_grad()
+def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool = False) -> dict[str, nn.Module]:
+    """The networks ``measure`` times for a pruned ``net``: ``original`` (every group kept), ``masked``, ``slim``, and
+    with ``single_weights`` (unstructured pruning) ``csr``. A conv that keeps no filter leaves the slimmed network a
+    constant with no layers to time: then there is no ``slim`` (a warning says so)."""
+    with eval_mode(net):
+        built = {"original": compression.deterministic_net(net, compression.full_masks(net)),
+                 "masked": compression.deterministic_net(net, masks)}
+        if any(compression.is_conv(layer) and not mask.out_mask.any()
+               for layer, mask in zip(net.prunable_layers(), masks)):
+            log.warning("a conv layer keeps no filter: the slimmed network is a constant and has no layers to time; "
+                        "speed.json gets no slim variant")
+        else:
+            built["slim"] = slim.slim_net(built["masked"], masks)
+        if single_weights:
+            built["csr"] = csr.csr_net(built["masked"])  # single weights pruned: sparse kernels, not slimming
+    return built
+
+
+@torch.no_grad()
 def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-accumulates of the ``nn.Conv2d`` and ``nn.Linear`` layers of ``module`` for one input of
     ``input_shape`` (no batch axis): out elements x (in channels / groups x kernel taps) for a conv, in x out for a
@@ -92,11 +117,8 @@ def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
     hooks = [m.register_forward_hook(count) for m in module.modules()
              if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "sparse_multiply_adds")]
     try:
-        device = _module_device(module)
-        was_training = module.training
-        module.eval()
-        module(torch.zeros(1, *input_shape, device=device))
-        module.train(was_training)
+        with eval_mode(module):
+            module(torch.zeros(1, *input_shape, device=_module_device(module)))
     finally:
         for hook in hooks:
             hook.remove()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bcrepro import compression, data, models, slim, speed
+from bcrepro import compression, data, models, speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, train
 
@@ -95,10 +95,7 @@ def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes:
     torch.manual_seed(0)
     net = models.build(arch, registered.layer_factory(arch, registered.params_for(arch))).eval()
     masks = paper_masks(net, PAPER_ARCHITECTURES[arch])
-    variants = {"original": compression.deterministic_net(net, compression.full_masks(net)),
-                "masked": compression.deterministic_net(net, masks)}
-    variants["slim"] = slim.slim_net(variants["masked"], masks)
-    records = speed.measure(variants, net.input_shape, batch_sizes, device, repeats=repeats, warmup=10,
+    records = speed.measure(speed.variants(net, masks), net.input_shape, batch_sizes, device, repeats=repeats, warmup=10,
                             threads=threads)
     return {"arch": arch, "architecture": compression.architecture(net, masks), "records": records,
             "speedups": speed.speedups(records)}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .lrt import MIN_VARIANCE as _MIN_VARIANCE
-from .lrt import conv2d_lrt, linear_lrt
+from .lrt import conv2d_lrt, linear_lrt, weight_variance_and_kl
 
 
 class _StandardNormalKL(torch.autograd.Function):
@@ -38,8 +38,7 @@ class _StandardNormalKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mu, logvar):
         ctx.save_for_backward(mu, logvar)
-        flat_mu = mu.reshape(-1)
-        return 0.5 * ((logvar.exp() - logvar).sum() + torch.dot(flat_mu, flat_mu) - mu.numel())
+        return weight_variance_and_kl(mu, logvar)[1]
 
     @staticmethod
     def backward(ctx, grad):
@@ -56,8 +55,8 @@ class _WeightKLOfLastStep:
     """The weight KL computed by the last training forward, for ``kl_divergence()`` to reuse once.
 
     The forward needs ``exp(weight_logvar)`` and the KL needs it too; computing both in one fused node
-    (``gaussian_weight_moments``) saves a pass over every weight and merges their gradients. The entry is used only
-    if the weights have not changed since (their version counters), grad mode is on and its graph has not been
+    (``lrt.linear_lrt``/``conv2d_lrt``) saves a pass over every weight and merges their gradients. The entry is used
+    only if the weights have not changed since (their version counters), grad mode is on and its graph has not been
     backpropagated yet; otherwise ``kl_divergence()`` computes the KL afresh, which gives the same value. Copies and
     pickles of a layer start empty (a tensor inside a graph cannot be copied).
     """

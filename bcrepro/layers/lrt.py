@@ -29,8 +29,8 @@ import torch.nn.functional as F
 MIN_VARIANCE = 1e-16
 
 
-def _weight_forward(mu, logvar):
-    """exp(logvar) and KL(N(mu, exp(logvar)) || N(0, 1)) summed."""
+def weight_variance_and_kl(mu, logvar):
+    """exp(logvar) and KL(N(mu, exp(logvar)) || N(0, 1)) summed (paper Eq. 8)."""
     var = logvar.exp()
     flat_mu = mu.reshape(-1)
     kl = 0.5 * (var.sum() - logvar.sum() + torch.dot(flat_mu, flat_mu) - mu.numel())
@@ -81,7 +81,7 @@ class _LinearLRT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, z, weight_mu, weight_logvar, bias_mu, bias_var):
-        weight_var, weight_kl = _weight_forward(weight_mu, weight_logvar)
+        weight_var, weight_kl = weight_variance_and_kl(weight_mu, weight_logvar)
         xz = x * z
         xz_sq = xz.square()
         mean = torch.addmm(bias_mu, xz, weight_mu.t())
@@ -120,7 +120,7 @@ class _Conv2dLRT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, z, weight_mu, weight_logvar, bias_mu, bias_var, stride, padding, dilation):
-        weight_var, weight_kl = _weight_forward(weight_mu, weight_logvar)
+        weight_var, weight_kl = weight_variance_and_kl(weight_mu, weight_logvar)
         x_sq = x.square()
         conv_std, floored = _std_and_floor(F.conv2d(x_sq, weight_var, bias_var, stride, padding, dilation), bias_var)
         noise = torch.randn_like(conv_std)
