@@ -21,9 +21,10 @@ Pruning statistic (``group_statistic``, ``statistic="magnitude"``, the default):
 horseshoe prunes by shrinking a group's scale towards s ~ tau0, while a kept group's scale escapes to O(0.1–1); the
 statistic is the log-magnitude of that scale, bimodal with a gap of many nats (a group's prior-like posterior sits near
 ``-2 log tau0``), and a group is kept iff it is below the threshold, as for GNJ's log alpha. ``log_alpha()`` is the
-log-normal noise ratio ``log(Var z / E[z]^2) = log(exp(var_g) - 1)``; ``statistic="noise"`` prunes by it instead. That is the statistic for a
-conv followed by batch norm (VGG): batch norm rescales each channel, so the magnitude of z carries no information
-there (shrinking it costs nothing), while its noise ratio is scale-free and survives the normalisation.
+log-normal noise ratio ``log(Var z / E[z]^2) = log(exp(var_g) - 1)``; ``statistic="noise"`` prunes by it instead.
+That is the statistic for a conv followed by batch norm (VGG): batch norm rescales each channel, so the magnitude of z
+carries no information there (shrinking it costs nothing), while its noise ratio is scale-free and survives the
+normalisation.
 """
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ def printed_sa_kl(mu: torch.Tensor, logvar: torch.Tensor, tau0: float) -> torch.
 class GroupHS(GroupScaleLayer):
     """The horseshoe family of q(z); combined with a geometry below."""
 
-    statistic_label = "−E[log z²]"
+    @property
+    def statistic_label(self) -> str:
+        return "log α" if self.statistic == "noise" else "−E[log z²]"
 
     def _init_scales(self, n_groups: int, tau0: float, sa_kl: str, statistic: str = "magnitude") -> None:
         if sa_kl not in SA_KL_CHOICES:
@@ -76,7 +79,6 @@ class GroupHS(GroupScaleLayer):
         if statistic not in STATISTIC_CHOICES:
             raise ValueError(f"statistic must be one of {STATISTIC_CHOICES}, got {statistic!r}")
         self.statistic = statistic
-        self.statistic_label = "log α" if statistic == "noise" else "−E[log z²]"
         if not tau0 > 0:
             raise ValueError(f"tau0 must be positive, got {tau0}")
         self.tau0 = tau0

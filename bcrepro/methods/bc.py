@@ -18,14 +18,14 @@ def _per_layer(value, index):
     return value
 
 
-def _factory(linear_cls, conv_cls, extra_keys=(), per_layer_keys=()):
+def _factory(linear_cls, conv_cls, extra_keys=(), per_layer_keys=("clip_var",)):
     def make(arch: str, hp: dict) -> LayerFactory:
         extra = {key: hp[key] for key in extra_keys}
 
         def options(index):
+            """Layer ``index``'s keyword arguments; a per-layer value of None leaves the layer's default."""
             per_layer = {key: _per_layer(hp[key], index) for key in per_layer_keys if key in hp}
-            return dict(extra, clip_var=_per_layer(hp["clip_var"], index),
-                        **{key: value for key, value in per_layer.items() if value is not None})
+            return dict(extra, **{key: value for key, value in per_layer.items() if value is not None})
 
         def linear(in_features, out_features, index):
             return linear_cls(in_features, out_features, **options(index))
@@ -68,7 +68,8 @@ BC_GNJ = register(Method(
 BC_GHS = register(Method(
     name="bc-ghs",
     description="Bayesian compression, group horseshoe prior (Louizos et al. 2017 §4.2)",
-    layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("tau0", "sa_kl"), per_layer_keys=("statistic",)),
+    layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("tau0", "sa_kl"),
+                           per_layer_keys=("clip_var", "statistic")),
     hyperparameters=_GHS_HP,
     group_sparse=True,
 ))
