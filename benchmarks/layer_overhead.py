@@ -6,8 +6,15 @@ One step = forward, backward (cross-entropy + KL / N for the Bayesian nets), Ada
 variance clipping, on the same batch. Steps of the variants are interleaved round-robin so machine noise hits all of
 them alike; the ratio of medians is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on
 CPU. For LeNet-300-100 it also prints the floor: the time of the matmuls and normal draws that exact local
-reparameterisation with one z per example cannot avoid, over the dense step. ``--reference`` adds the BC steps through plain autograd over the
-reference expressions (``fused_step = False``) to the same round-robin, to show what the fused step saves.
+reparameterisation with one z per example cannot avoid, over the dense step. ``--reference`` adds the BC steps through
+plain autograd over the reference expressions (``fused_step = False``) to the same round-robin, to show what the fused
+step saves.
+
+For each architecture it also prints the arithmetic: the multiply-adds of one training step's matmuls and convolutions,
+BC over dense (``training_multiply_adds``). A BC step needs every product twice (mean and variance paths), and where z
+scales a layer's inputs (the input units of a linear layer) it also needs that layer's input gradient, which the dense
+network skips for its first layer. For LeNet-300-100 that is 2.83x the dense step's multiply-adds, above the 2.0x goal;
+for LeNet-5 (z on the conv filters' outputs) it is 2.00x.
 """
 from __future__ import annotations
 
@@ -17,8 +24,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from bcrepro import models
+from bcrepro import models, speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, make_optimizer
 
@@ -69,6 +77,40 @@ def interleaved_medians(steps: dict, repeats: int) -> list[float]:
             step()
             times[name].append(time.perf_counter() - tic)
     return [statistics.median(t) for t in times.values()]
+
+
+def training_multiply_adds(arch: str) -> dict[str, int]:
+    """Multiply-adds per example of one training step's matmuls and convolutions, for the dense net and for a BC net
+    with exact local reparameterisation, counted from the dense layers' forward products (``speed.multiply_adds``).
+
+    Dense: forward, weight gradient, and the input gradient of every layer but the first (its input needs none).
+    BC: each of those twice (the mean and the variance products), and the first layer's input gradients too when z
+    scales its inputs (linear layers, whose groups are input units), because z's gradient is x times the input
+    gradient; conv layers' z scales their outputs, so a first conv still needs none."""
+    net = models.build(arch, get_method("dense").layer_factory(arch, {}))
+    dense = bayesian = 0
+    for index, (layer, input_shape) in enumerate(_layer_input_shapes(net)):
+        products = speed.multiply_adds(layer, input_shape)
+        first = index == 0
+        dense += products * (2 if first else 3)
+        z_on_inputs = isinstance(layer, nn.Linear)
+        bayesian += 2 * products * (2 if first and not z_on_inputs else 3)
+    return {"dense": dense, "bayesian": bayesian}
+
+
+def _layer_input_shapes(net) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Each linear and conv layer of ``net`` in call order, with the shape (no batch axis) of what it receives."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda module, inputs, output: seen.append((module, tuple(inputs[0].shape[1:]))))
+             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            net.eval()
+            net(torch.zeros(1, *net.input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
 
 
 def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10)), with_parameters: bool = False):
@@ -126,6 +168,9 @@ def main() -> None:
             gnj, ghs = med["bc-gnj reference"], med["bc-ghs reference"]
             print(f"{'':10s} {'reference':>9s} {1e3 * gnj:8.2f} {1e3 * ghs:8.2f} {gnj / med['dense']:10.2f} "
                   f"{ghs / med['dense']:10.2f}   (autograd over the reference expressions)")
+        counts = training_multiply_adds(arch)
+        print(f"{'':10s} arithmetic: multiply-adds of the step's matmuls/convs, BC/dense = "
+              f"{counts['bayesian']:,} / {counts['dense']:,} per example = {counts['bayesian'] / counts['dense']:.2f}x")
         if arch == "lenet300":
             floor, floor_params, dense = interleaved_medians(
                 {"floor": lrt_floor_step(args.batch),
