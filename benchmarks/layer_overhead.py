@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bcrepro import models, speed
+from bcrepro import compression, models, speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, make_optimizer
 
@@ -89,28 +89,14 @@ def training_multiply_adds(arch: str) -> dict[str, int]:
     gradient; conv layers' z scales their outputs, so a first conv still needs none."""
     net = models.build(arch, get_method("dense").layer_factory(arch, {}))
     dense = bayesian = 0
-    for index, (layer, input_shape) in enumerate(_layer_input_shapes(net)):
+    layers = zip(net.prunable_layers(), compression.prunable_input_shapes(net))
+    for index, (layer, input_shape) in enumerate(layers):
         products = speed.multiply_adds(layer, input_shape)
         first = index == 0
         dense += products * (2 if first else 3)
         z_on_inputs = isinstance(layer, nn.Linear)
         bayesian += 2 * products * (2 if first and not z_on_inputs else 3)
     return {"dense": dense, "bayesian": bayesian}
-
-
-def _layer_input_shapes(net) -> list[tuple[nn.Module, tuple[int, ...]]]:
-    """Each linear and conv layer of ``net`` in call order, with the shape (no batch axis) of what it receives."""
-    seen = []
-    hooks = [m.register_forward_hook(lambda module, inputs, output: seen.append((module, tuple(inputs[0].shape[1:]))))
-             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            net.eval()
-            net(torch.zeros(1, *net.input_shape))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen
 
 
 def lrt_floor_step(batch: int, shapes=((784, 300), (300, 100), (100, 10)), with_parameters: bool = False):
