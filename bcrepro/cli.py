@@ -310,8 +310,8 @@ def cmd_speedup(args) -> None:
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
     masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
-    records = speed.measure(speed.variants(net, masks, single_weights), splits.input_shape, args.batch_sizes, device, repeats=args.repeats,
-                            warmup=args.warmup, threads=args.threads)
+    records = speed.measure(speed.variants(net, masks, single_weights), splits.input_shape, args.batch_sizes, device,
+                            repeats=args.repeats, warmup=args.warmup, threads=args.threads)
     write_json(records, out / SPEED_FILE)
     gains = speed.speedups(records)
     with cell_run(args, run, out) as tracker:

@@ -265,7 +265,6 @@ def plain_layer_like(layer: nn.Module, like: torch.Tensor | None = None) -> nn.M
 
 
 @torch.no_grad()
-@torch.no_grad()
 def chain_output_shapes(net) -> list[torch.Size]:
     """The shape (batch of one) after each module of ``net.module_chain()``, from one forward of zeros in eval mode."""
     device = layer_weight(net.prunable_layers()[0]).device
@@ -284,6 +283,7 @@ def prunable_input_shapes(net) -> list[torch.Size]:
     return [before[p][1:] for p in _prunable_positions(net.module_chain())]
 
 
+@torch.no_grad()
 def removed_unit_constants(net, masks: Sequence[LayerMask]) -> list[torch.Tensor]:
     """What each removed output of a prunable layer hands to the next prunable layer.  # per layer: [out]
 
