@@ -13,7 +13,9 @@ input (its FLOPs are twice that), so measured speed-ups can be set beside the th
 counts every weight (its zeros are multiplied all the same).
 
 Variants are timed round-robin within each repeat, so machine noise hits them alike; each record holds the median and
-the inter-quartile range in milliseconds. On CPU the intra-op thread count is fixed for the measurement (and restored
+the inter-quartile range in milliseconds. Every variant goes through the same exact pooling rewrite
+(``bcrepro.inference.fast_inference``) unless ``stock_pooling`` asks for the modules as built; records say which
+(``pooling``: ``strided`` or ``stock``). On CPU the intra-op thread count is fixed for the measurement (and restored
 after); on CUDA every forward pass is bracketed by synchronisation.
 
 Command: ``bcrepro speedup --run results/runs/lenet5/bc-ghs/seed0 --batch-sizes 1 64 1024``.
@@ -29,7 +31,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from . import compression, csr, slim
+from . import compression, csr, inference, slim
 from .compression import eval_mode
 
 log = logging.getLogger(__name__)
@@ -78,10 +80,12 @@ def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int
 
 
 @torch.no_grad()
-def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool = False) -> dict[str, nn.Module]:
+def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool = False,
+             stock_pooling: bool = False) -> dict[str, nn.Module]:
     """The networks ``measure`` times for a pruned ``net``: ``original`` (every group kept), ``masked``, ``slim``, and
-    with ``single_weights`` (unstructured pruning) ``csr``. A conv that keeps no filter leaves the slimmed network a
-    constant with no layers to time: then there is no ``slim`` (a warning says so)."""
+    with ``single_weights`` (unstructured pruning) ``csr``, all with the exact pooling rewrite of
+    ``bcrepro.inference`` unless ``stock_pooling``. A conv that keeps no filter leaves the slimmed network a constant
+    with no layers to time: then there is no ``slim`` (a warning says so)."""
     with eval_mode(net):
         built = {"original": compression.deterministic_net(net, compression.full_masks(net)),
                  "masked": compression.deterministic_net(net, masks)}
@@ -93,7 +97,9 @@ def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool =
             built["slim"] = slim.slim_net(built["masked"], masks)
         if single_weights:
             built["csr"] = csr.csr_net(built["masked"])  # single weights pruned: sparse kernels, not slimming
-    return built
+    if stock_pooling:
+        return built
+    return {name: inference.fast_inference(module) for name, module in built.items()}
 
 
 @torch.no_grad()
@@ -140,7 +146,8 @@ def _module_device(module: nn.Module) -> torch.device:
 def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int],
             device: torch.device, repeats: int = 100, warmup: int = 10, threads: int | None = 1,
             seed: int = 0) -> list[dict]:
-    """speed.json records ``{variant, device, batch, median_ms, iqr_ms, repeats, threads}`` for each module and batch.
+    """speed.json records ``{variant, device, batch, median_ms, iqr_ms, repeats, threads, macs_per_example, pooling}``
+    for each module and batch.
 
     ``modules`` maps a variant name (one of ``VARIANTS``) to a network taking inputs of ``input_shape`` (no batch axis).
     """
@@ -162,7 +169,7 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
                 records.append({"variant": name, "device": device.type, "batch": int(batch),
                                 "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1), "repeats": repeats,
                                 "threads": threads if device.type == "cpu" else None,
-                                "macs_per_example": macs[name]})
+                                "macs_per_example": macs[name], "pooling": inference.pooling_kind(placed[name])})
     return records
 
 

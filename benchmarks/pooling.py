@@ -1,0 +1,85 @@
+"""torch's ``max_pool2d`` (after a ReLU) against the strided rewrite of ``bcrepro.inference``, side by side.
+
+Two parts, each interleaved round-robin in one run so machine noise hits both alike:
+
+1. ReLU + 2 x 2 max pooling alone, on the activations LeNet-5 and VGG-16 pool at batch 1024 (LeNet-5's slimmed widths
+   from the paper's BC-GHS result beside the full ones);
+2. whole eval-mode forward passes of LeNet-5 and of a LeNet-5 slimmed to 5-10-76-16 (the paper's BC-GHS
+   architecture), stock against rewritten, and the slimmed-over-original speed-up each way.
+
+Prints medians in milliseconds and ratios (stock / rewritten > 1: the rewrite is faster).
+Usage: ``python benchmarks/pooling.py [--threads N] [--repeats R] [--batch B]``.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bcrepro import models
+from bcrepro.inference import StridedMaxPool2x2, fast_inference
+
+
+def median_ms(samples) -> float:
+    return 1e3 * statistics.median(samples)
+
+
+@torch.no_grad()
+def interleaved(steps: dict, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each step, timed round-robin after one warm-up call each."""
+    for step in steps.values():
+        step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            tic = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - tic)
+    return {name: median_ms(samples) for name, samples in times.items()}
+
+
+def slim_lenet5(widths=(5, 10, 76)) -> nn.Sequential:
+    conv1, conv2, fc1 = widths
+    return nn.Sequential(nn.Conv2d(1, conv1, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(conv1, conv2, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(conv2 * 16, fc1), nn.ReLU(), nn.Linear(fc1, 10))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=1024)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b = args.batch
+    print(f"threads {args.threads}, batch {b}, {args.repeats} interleaved repeats; medians in ms")
+
+    print("\nReLU + 2x2 max pooling alone")
+    print(f"{'activation':<28}{'stock':>10}{'strided':>10}{'ratio':>8}")
+    fused = StridedMaxPool2x2(relu=True)
+    for label, shape in [("LeNet-5 conv1, 20 ch", (b, 20, 24, 24)), ("LeNet-5 conv2, 50 ch", (b, 50, 8, 8)),
+                         ("slim conv1, 5 ch", (b, 5, 24, 24)), ("slim conv2, 10 ch", (b, 10, 8, 8)),
+                         ("VGG block 1, 64 ch", (max(b // 8, 1), 64, 32, 32))]:
+        x = torch.randn(shape)
+        ms = interleaved({"stock": lambda: F.max_pool2d(F.relu(x), 2), "strided": lambda: fused(x)}, args.repeats)
+        print(f"{label:<28}{ms['stock']:>10.2f}{ms['strided']:>10.2f}{ms['stock'] / ms['strided']:>7.2f}x")
+
+    print("\nwhole forward passes")
+    original, slim = models.lenet5().eval(), slim_lenet5().eval()
+    fast_original, fast_slim = fast_inference(original), fast_inference(slim)
+    x = torch.randn(b, 1, 28, 28)
+    ms = interleaved({"original stock": lambda: original(x), "original strided": lambda: fast_original(x),
+                      "slim stock": lambda: slim(x), "slim strided": lambda: fast_slim(x)}, args.repeats)
+    for name, value in ms.items():
+        print(f"{name:<28}{value:>10.2f}")
+    print(f"rewrite speeds up the original {ms['original stock'] / ms['original strided']:.2f}x and the slimmed "
+          f"network {ms['slim stock'] / ms['slim strided']:.2f}x")
+    print(f"slimmed 5-10-76-16 over original: {ms['original stock'] / ms['slim stock']:.2f}x stock, "
+          f"{ms['original strided'] / ms['slim strided']:.2f}x with the rewrite on both")
+
+
+if __name__ == "__main__":
+    main()
