@@ -59,8 +59,10 @@ def _quartiles(samples: Sequence[float]) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds of ``repeats`` forward passes of each module on ``x``, interleaved round-robin, after ``warmup`` passes."""
+def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int,
+                 warmup: int) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` forward passes of each module on ``x``, interleaved round-robin, after ``warmup``
+    passes."""
     cuda = x.device.type == "cuda"
     for module in modules.values():
         module.eval()
