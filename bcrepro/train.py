@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .atomic import write_atomically
 from .data import DataSplits, augment_cifar, minibatches
+from .inference import fast_inference
 from .models import Net
 
 log = logging.getLogger("bcrepro.train")
@@ -107,13 +108,16 @@ def kl_weight(warmup_epochs: float, epoch_progress: float, start_epochs: float =
 def error_rate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
     """Test error in percent of ``net`` in eval mode (posterior-mean weights for Bayesian layers).
 
-    The count stays on the device until the end, like the training loop's sums (one read, not one per batch).
+    The count stays on the device until the end, like the training loop's sums (one read, not one per batch). The
+    forward passes go through the exact pooling rewrite of ``bcrepro.inference`` (1.5x faster for LeNet-5 on CPU;
+    ``compress`` evaluates a few hundred pruned networks).
     """
     was_training = net.training
     net.eval()
+    fast = fast_inference(net)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for xb, yb in minibatches(x, y, batch_size, shuffle=False):
-        wrong += (net(xb).argmax(1) != yb).sum()
+        wrong += (fast(xb).argmax(1) != yb).sum()
     net.train(was_training)
     return 100.0 * wrong.item() / max(1, len(y))
 

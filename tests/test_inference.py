@@ -94,3 +94,15 @@ def test_speed_variants_are_rewritten_unless_stock_pooling_is_asked_for():
     records = speed.measure({"original": fast["original"]}, (1, 28, 28), [2], torch.device("cpu"), repeats=1,
                             warmup=0)
     assert records[0]["pooling"] == "strided"
+
+
+def test_error_rate_through_the_rewrite_counts_what_the_stock_network_gets_wrong():
+    from bcrepro.train import error_rate
+    torch.manual_seed(3)
+    net = models.lenet5()
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    with torch.no_grad():
+        wrong_by_hand = int((net.eval()(x).argmax(1) != y).sum())
+    net.train()
+    assert error_rate(net, x, y, batch_size=128) == pytest.approx(100.0 * wrong_by_hand / 300)
+    assert net.training  # the caller's mode is restored
