@@ -11,8 +11,6 @@ Prints medians in milliseconds and ratios (stock / rewritten > 1: the rewrite is
 Usage: ``python benchmarks/pooling.py [--threads N] [--repeats R] [--batch B]``.
 """
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -20,24 +18,13 @@ from torch import nn
 
 from bcrepro import models
 from bcrepro.inference import StridedMaxPool2x2, fast_inference
-
-
-def median_ms(samples) -> float:
-    return 1e3 * statistics.median(samples)
+from layer_overhead import interleaved_medians  # benchmarks/ is on the path when run as a script
 
 
 @torch.no_grad()
 def interleaved(steps: dict, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each step, timed round-robin after one warm-up call each."""
-    for step in steps.values():
-        step()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            tic = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - tic)
-    return {name: median_ms(samples) for name, samples in times.items()}
+    """Median milliseconds of each step, timed round-robin (``layer_overhead.interleaved_medians``) without autograd."""
+    return {name: 1e3 * seconds for name, seconds in zip(steps, interleaved_medians(steps, repeats))}
 
 
 def slim_lenet5(widths=(5, 10, 76)) -> nn.Sequential:
