@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, data, models, slim, speed, tracking
+from . import bitstream, compression, data, inference, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
@@ -310,7 +310,7 @@ def cmd_speedup(args) -> None:
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
     masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
-    stock_pooling = args.stock_pooling or device.type != "cpu"  # CUDA's max_pool2d is one fast kernel already
+    stock_pooling = args.stock_pooling or not inference.pays_off(device)
     modules = speed.variants(net, masks, single_weights, stock_pooling=stock_pooling)
     records = speed.measure(modules, splits.input_shape, args.batch_sizes, device,
                             repeats=args.repeats, warmup=args.warmup, threads=args.threads)

@@ -106,3 +106,9 @@ def test_error_rate_through_the_rewrite_counts_what_the_stock_network_gets_wrong
     net.train()
     assert error_rate(net, x, y, batch_size=128) == pytest.approx(100.0 * wrong_by_hand / 300)
     assert net.training  # the caller's mode is restored
+
+
+def test_the_rewrite_is_chosen_for_cpu_only():
+    from bcrepro.inference import pays_off
+    assert pays_off(torch.device("cpu")) and pays_off("cpu")
+    assert not pays_off(torch.device("cuda")) and not pays_off("meta")
