@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, data, inference, models, slim, speed, tracking
+from . import bitstream, compression, cpu_memory, data, inference, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
@@ -311,6 +311,9 @@ def cmd_speedup(args) -> None:
     masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
     stock_pooling = args.stock_pooling or not inference.pays_off(device)
+    if device.type == "cpu" and not args.system_allocator and not cpu_memory.keep_freed_memory():
+        log.warning("could not keep freed memory in the process (the C library is not glibc, or mallopt refused): "
+                    "timing with the system allocator as it is (allocator: system)")
     modules = speed.variants(net, masks, single_weights, stock_pooling=stock_pooling)
     records = speed.measure(modules, splits.input_shape, args.batch_sizes, device,
                             repeats=args.repeats, warmup=args.warmup, threads=args.threads)
@@ -448,6 +451,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="on CPU, time torch's max_pool2d as built instead of the exact strided rewrite "
                         "(bcrepro.inference) that every variant gets by default; CUDA always times the modules as "
                         "built")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="on CPU, leave glibc's malloc as it is (a fresh mmap, and its page faults, for every large "
+                        "block in every pass) instead of keeping freed memory in the process (bcrepro.cpu_memory)")
     add_tracking_args(p)
     p.set_defaults(func=cmd_speedup)
 

@@ -16,7 +16,8 @@ Variants are timed round-robin within each repeat, so machine noise hits them al
 the inter-quartile range in milliseconds. Every variant goes through the same exact pooling rewrite
 (``bcrepro.inference.fast_inference``) unless ``stock_pooling`` asks for the modules as built; records say which
 (``pooling``: ``strided`` or ``stock``). On CPU the intra-op thread count is fixed for the measurement (and restored
-after); on CUDA every forward pass is bracketed by synchronisation.
+after), and ``allocator`` records whether freed memory stayed in the process (``bcrepro.cpu_memory``: ``keep-freed``,
+what ``bcrepro speedup`` sets by default, or ``system``); on CUDA every forward pass is bracketed by synchronisation.
 
 Command: ``bcrepro speedup --run results/runs/lenet5/bc-ghs/seed0 --batch-sizes 1 64 1024``.
 """
@@ -31,7 +32,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from . import compression, csr, inference, slim
+from . import compression, cpu_memory, csr, inference, slim
 from .compression import eval_mode
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,8 @@ def _module_device(module: nn.Module) -> torch.device:
 def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int],
             device: torch.device, repeats: int = 100, warmup: int = 10, threads: int | None = 1,
             seed: int = 0) -> list[dict]:
-    """speed.json records ``{variant, device, batch, median_ms, iqr_ms, repeats, threads, macs_per_example, pooling}``
-    for each module and batch.
+    """speed.json records ``{variant, device, batch, median_ms, iqr_ms, repeats, threads, macs_per_example, pooling,
+    allocator}`` for each module and batch (``threads`` and ``allocator`` null on CUDA).
 
     ``modules`` maps a variant name (one of ``VARIANTS``) to a network taking inputs of ``input_shape`` (no batch axis).
     """
@@ -171,7 +172,8 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
                 records.append({"variant": name, "device": device.type, "batch": int(batch),
                                 "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1), "repeats": repeats,
                                 "threads": threads if device.type == "cpu" else None,
-                                "macs_per_example": macs[name], "pooling": inference.pooling_kind(placed[name])})
+                                "macs_per_example": macs[name], "pooling": inference.pooling_kind(placed[name]),
+                                "allocator": cpu_memory.allocator() if device.type == "cpu" else None})
     return records
 
 

@@ -97,6 +97,10 @@ def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, qu
     assert {(r["variant"], r["batch"]) for r in records} == {(v, b) for v in ("original", "masked", "slim")
                                                              for b in (1, 32)}
     assert all(r["device"] == "cpu" and r["median_ms"] > 0 and r["iqr_ms"] >= 0 for r in records)
+    assert {r["allocator"] for r in records} == {"keep-freed"}  # freed memory stays in the process by default
+    done = bcrepro("speedup", "--run", run, "--batch-sizes", 1, "--repeats", 2, "--warmup", 0, "--system-allocator")
+    assert done.returncode == 0, done.stderr
+    assert {r["allocator"] for r in json.loads((run / "speed.json").read_text())} == {"system"}
     macs = {r["variant"]: r["macs_per_example"] for r in records}
     assert macs["original"] == macs["masked"] == 784 * 300 + 300 * 100 + 100 * 10  # LeNet-300-100's weights
     slim_layers = [kept[i] * (kept[i + 1] if i + 1 < len(kept) else 10) for i in range(len(kept))]
