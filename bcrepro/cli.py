@@ -316,7 +316,8 @@ def cmd_speedup(args) -> None:
                     "timing with the system allocator as it is (allocator: system)")
     modules = speed.variants(net, masks, single_weights, stock_pooling=stock_pooling)
     records = speed.measure(modules, splits.input_shape, args.batch_sizes, device,
-                            repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+                            repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                            memory_format=args.memory_format)
     write_json(records, out / SPEED_FILE)
     gains = speed.speedups(records)
     with cell_run(args, run, out) as tracker:
@@ -451,6 +452,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="on CPU, time torch's max_pool2d as built instead of the exact strided rewrite "
                         "(bcrepro.inference) that every variant gets by default; CUDA always times the modules as "
                         "built")
+    p.add_argument("--memory-format", choices=sorted(speed.MEMORY_FORMATS), default="contiguous",
+                   help="layout of image inputs and conv weights for every variant: contiguous (NCHW, default) or "
+                        "channels_last (NHWC), which can speed up one variant more than another")
     p.add_argument("--system-allocator", action="store_true",
                    help="on CPU, leave glibc's malloc as it is (a fresh mmap, and its page faults, for every large "
                         "block in every pass) instead of keeping freed memory in the process (bcrepro.cpu_memory)")

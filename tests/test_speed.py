@@ -60,9 +60,43 @@ def test_thread_count_is_restored_after_the_measurement():
     assert torch.get_num_threads() == before
 
 
+class LayoutProbe(nn.Module):
+    """A conv that notes, on every timed call, whether its input and its weight were channels-last (the multiply-add
+    count runs one example of zeros through it first, which it leaves out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def forward(self, x):
+        if len(x) > 1:
+                self.seen.add((x.is_contiguous(memory_format=torch.channels_last),
+                           self.conv.weight.is_contiguous(memory_format=torch.channels_last)))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("memory_format, channels_last", [("contiguous", False), ("channels_last", True)])
+def test_memory_format_lays_out_inputs_and_conv_weights_of_every_variant(memory_format, channels_last):
+    probes = {"original": LayoutProbe(), "slim": LayoutProbe()}
+    records = speed.measure(probes, (3, 8, 8), [2, 5], torch.device("cpu"), repeats=2, warmup=1,
+                            memory_format=memory_format)
+    assert {r["memory_format"] for r in records} == {memory_format}
+    for probe in probes.values():  # a 3-channel image is contiguous in neither layout, so this can tell them apart
+        assert probe.seen == {(channels_last, channels_last)}
+
+
+def test_channels_last_does_not_apply_to_flat_inputs_and_the_records_say_so(caplog):
+    records = speed.measure({"original": nn.Linear(4, 2)}, (4,), [3], torch.device("cpu"), repeats=1, warmup=0,
+                            memory_format="channels_last")
+    assert [r["memory_format"] for r in records] == ["contiguous"]
+    assert "image inputs only" in caplog.text
+
+
 @pytest.mark.parametrize("modules, kwargs, message", [
     ({"fast": nn.Linear(4, 2)}, {}, "unknown speed variant"),
     ({"original": nn.Linear(4, 2)}, {"repeats": 0}, "repeats must be >= 1"),
+    ({"original": nn.Linear(4, 2)}, {"memory_format": "nhwc"}, "unknown memory format 'nhwc'"),
 ])
 def test_bad_settings_are_clear_errors(modules, kwargs, message):
     with pytest.raises(ValueError, match=message):
