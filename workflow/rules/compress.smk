@@ -40,6 +40,7 @@ rule speedup:
         batch_sizes=" ".join(map(str, config["speedup"]["batch_sizes"])),
         repeats=config["speedup"]["repeats"],
         threads=config["speedup"]["threads"],
+        memory_format=config["speedup"].get("memory_format", "contiguous"),
         tracking=tracking_args("speedup"),
     resources:
         mem_mb=8000,
@@ -47,4 +48,5 @@ rule speedup:
     threads: config["speedup"]["threads"]
     shell:
         "{BCREPRO} speedup --run {params.out:q} --device {params.device} --batch-sizes {params.batch_sizes} "
-        "--repeats {params.repeats} --threads {params.threads} {params.tracking} > {log:q} 2>&1"
+        "--repeats {params.repeats} --threads {params.threads} --memory-format {params.memory_format} "
+        "{params.tracking} > {log:q} 2>&1"
