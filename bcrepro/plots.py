@@ -293,8 +293,9 @@ def error_vs_compression(runs: pd.DataFrame, out_dir: str | os.PathLike, paper=N
 
 def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per (arch, method, seed, device, batch) with a slim variant in ``{arch}/{method}/seed*/speed.json``:
-    ``speedup`` (original median / slim median) and ``flops_ratio`` (original / slim multiply-adds; NaN without
-    counts)."""
+    ``speedup`` (original median / slim median), ``flops_ratio`` (original / slim multiply-adds; NaN without
+    counts) and ``memory_format``, the layout the file was timed in (``contiguous`` for files from before records
+    named it)."""
     from .speed import speedups
     rows = []
     for path in sorted(Path(runs_dir).glob("*/*/seed*/speed.json")):
@@ -302,21 +303,24 @@ def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
         try:
             records = _read_json(path)
             gains = speedups(records)
-        except (ValueError, KeyError, TypeError):
+            layout = "+".join(sorted({r.get("memory_format", "contiguous") for r in records}))
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a torn or foreign file: the table reports it; the figure shows what it can
         for gain in gains:
             if gain["variant"] == "slim":
                 ratio = gain["flops_ratio"]
                 rows.append({"arch": arch, "method": method, "seed": seed, "device": gain["device"],
                              "batch": gain["batch"], "speedup": gain["speedup"],
-                             "flops_ratio": math.nan if ratio is None else ratio})
-    return pd.DataFrame(rows, columns=["arch", "method", "seed", "device", "batch", "speedup", "flops_ratio"])
+                             "flops_ratio": math.nan if ratio is None else ratio, "memory_format": layout})
+    return pd.DataFrame(rows, columns=["arch", "method", "seed", "device", "batch", "speedup", "flops_ratio",
+                                       "memory_format"])
 
 
 def speedup_vs_batch(runs_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """``speedup.png``: per architecture (columns) and device (rows), the slimmed model's measured speed-up over the
     original against batch size (log-log; mean over seeds, each seed a dot) per method, and the theoretical speed-up,
-    the ratio of multiply-adds, as a dashed line of the same colour."""
+    the ratio of multiply-adds, as a dashed line of the same colour. Each panel's title names the memory layouts its
+    runs were timed in (``bcrepro speedup --memory-format``), which change the measured speed-up."""
     frame = speedup_measurements(runs_dir)
     if frame.empty:
         return []
@@ -344,7 +348,7 @@ def speedup_vs_batch(runs_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
             ax.set_yscale("log")
             ax.set_xlabel("batch size")
             ax.set_ylabel("speed-up of the slimmed model (×)")
-            ax.set_title(f"{arch} on {device}")
+            ax.set_title(f"{arch} on {device}, {' and '.join(sorted(cell['memory_format'].unique()))}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle("measured speed-up (solid) vs theoretical: ratio of multiply-adds (dashed)")
