@@ -24,7 +24,8 @@ def test_gpu_check_runs_from_the_checkout_without_mlflow_and_reports_speeds(tmp_
     out = tmp_path / "report.json"
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--device", "cpu", "--steps", "3", "--batch", "2",
-         "--batch-sizes", "1", "3", "--repeats", "2", "--archs", "lenet5", "--out", str(out),
+         "--batch-sizes", "1", "3", "--repeats", "2", "--archs", "lenet5", "--memory-format", "channels_last",
+         "--out", str(out),
          "--workdir", str(tmp_path / "runs")],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -35,6 +36,7 @@ def test_gpu_check_runs_from_the_checkout_without_mlflow_and_reports_speeds(tmp_
     assert all(r["seconds_per_step"] > 0 and r["steps_timed"] == 2 for r in report["training"])
     (lenet5,) = report["speed"]
     assert lenet5["architecture"] == [5, 10, 76, 16]
+    assert {r["memory_format"] for r in lenet5["records"]} == {"channels_last"}
     slim = {g["batch"]: g for g in lenet5["speedups"] if g["variant"] == "slim"}
     assert sorted(slim) == [1, 3] and all(g["speedup"] > 0 for g in slim.values())
     # 5-10-76-16 of 20-50-800-500: conv1 5x24x24x25, conv2 10x8x8x(5x25), fc1 76x16, fc2 16x10 multiply-adds
