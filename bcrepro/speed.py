@@ -176,8 +176,7 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
                     memory_format, list(input_shape))
         memory_format = "contiguous"
     layout = MEMORY_FORMATS[memory_format]
-    placed = {name: module.to(device, memory_format=layout) if memory_format != "contiguous" else module.to(device)
-              for name, module in modules.items()}
+    placed = {name: module.to(device, memory_format=layout) for name, module in modules.items()}
     macs = {name: multiply_adds(module, input_shape) for name, module in placed.items()}
     generator = torch.Generator().manual_seed(seed)
     records = []
