@@ -304,7 +304,7 @@ def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
             records = _read_json(path)
             gains = speedups(records)
             layout = "+".join(sorted({r.get("memory_format", "contiguous") for r in records}))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError):
             continue  # a torn or foreign file: the table reports it; the figure shows what it can
         for gain in gains:
             if gain["variant"] == "slim":

@@ -10,14 +10,12 @@ filters, conv2 filters and fc1 outputs; the default 10 16 55 is our MNIST BC-GHS
 
 Usage: ``python benchmarks/memory_format.py [--threads N] [--repeats R] [--batch B] [--widths C1 C2 F1]``.
 """
-import argparse
-
 import torch
 from torch import nn
 
 from bcrepro import cpu_memory, models
 from bcrepro.inference import fast_inference
-from pooling import interleaved, slim_lenet5  # benchmarks/ is on the path when run as a script
+from pooling import interleaved, lenet5_timing_parser, slim_lenet5  # benchmarks/ is on the path when run as a script
 
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
 
@@ -29,13 +27,7 @@ def in_layout(module: nn.Module, layout: torch.memory_format):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--widths", type=int, nargs=3, default=[10, 16, 55], metavar=("C1", "C2", "F1"),
-                        help="the slimmed LeNet-5's conv1 filters, conv2 filters and fc1 outputs")
-    args = parser.parse_args()
+    args = lenet5_timing_parser(__doc__.splitlines()[0], repeats=60, widths=[10, 16, 55]).parse_args()
     cpu_memory.keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

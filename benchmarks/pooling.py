@@ -37,13 +37,20 @@ def slim_lenet5(widths=(5, 10, 16)) -> nn.Sequential:
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(conv2 * 16, fc1), nn.ReLU(), nn.Linear(fc1, 10))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def lenet5_timing_parser(description: str, repeats: int, widths: list[int]) -> argparse.ArgumentParser:
+    """The options of the scripts that time LeNet-5 against ``slim_lenet5``: threads, repeats, batch and ``--widths``
+    (the slimmed network's conv1 filters, conv2 filters and fc1 outputs)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--widths", type=int, nargs=3, default=[5, 10, 16], metavar=("C1", "C2", "F1"),
+    parser.add_argument("--widths", type=int, nargs=3, default=widths, metavar=("C1", "C2", "F1"),
                         help="the slimmed LeNet-5's conv1 filters, conv2 filters and fc1 outputs")
+    return parser
+
+
+def main() -> None:
+    parser = lenet5_timing_parser(__doc__.splitlines()[0], repeats=30, widths=[5, 10, 16])
     parser.add_argument("--system-allocator", action="store_true", help="leave glibc's malloc as it is")
     args = parser.parse_args()
     if not args.system_allocator:

@@ -40,7 +40,7 @@ rule speedup:
         batch_sizes=" ".join(map(str, config["speedup"]["batch_sizes"])),
         repeats=config["speedup"]["repeats"],
         threads=config["speedup"]["threads"],
-        memory_format=config["speedup"].get("memory_format", "contiguous"),
+        memory_format=config["speedup"]["memory_format"],
         tracking=tracking_args("speedup"),
     resources:
         mem_mb=8000,
