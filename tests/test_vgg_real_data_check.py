@@ -1,0 +1,81 @@
+"""scripts/vgg_real_data_check.py: one-channel images made CIFAR-shaped (padding, channels, subset, labels), and the
+script's dense stage run end to end on synthetic data."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bcrepro import data
+
+_SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
+
+
+@pytest.fixture(scope="module")
+def check():
+    sys.path.insert(0, _SCRIPTS)
+    try:
+        yield importlib.import_module("vgg_real_data_check")
+    finally:
+        sys.path.remove(_SCRIPTS)
+
+
+def numbered_splits(n_train=20, n_val=4, n_test=6, side=28) -> data.DataSplits:
+    """Image i of every split is filled with i + 1 (never 0) and labelled i % 10, so a row's label can be read off it."""
+    def split(n):
+        x = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, side, side).clone()
+        return x, torch.arange(n) % 10
+    return data.DataSplits(*split(n_train), *split(n_val), *split(n_test), input_shape=(1, side, side),
+                           num_classes=10, name="numbered", preprocessing="none")
+
+
+def test_images_are_zero_padded_to_32_and_repeated_over_three_channels(check):
+    splits = check.cifar_shaped(numbered_splits())
+    assert splits.input_shape == (3, 32, 32)
+    for x, n in ((splits.train_x, 20), (splits.val_x, 4), (splits.test_x, 6)):
+        assert x.shape == (n, 3, 32, 32)
+        border = torch.ones(32, 32, dtype=torch.bool)
+        border[2:30, 2:30] = False
+        assert (x[:, :, border] == 0).all()
+        centre = x[:, :, 2:30, 2:30]
+        expected = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1)
+        assert (centre == expected).all()
+        assert x.is_contiguous()
+
+
+def test_odd_margins_are_split_and_a_training_subset_keeps_labels_with_their_images(check):
+    splits = check.cifar_shaped(numbered_splits(side=29), train_size=7, seed=3)
+    assert splits.train_x.shape == (7, 3, 32, 32)
+    assert (splits.train_x[:, :, :1] == 0).all() and (splits.train_x[:, :, 30:] == 0).all()
+    assert (splits.train_x[:, :, 1:30, 1:30] > 0).all()
+    numbers = splits.train_x[:, 0, 16, 16].long() - 1
+    assert len(set(numbers.tolist())) == 7
+    assert torch.equal(splits.train_y, numbers % 10)
+    assert splits.sizes == {"train": 7, "val": 4, "test": 6}
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (1, 33, 28)])
+def test_images_that_are_not_one_channel_or_fit_no_32_square_are_refused(check, shape):
+    splits = numbered_splits()
+    splits.input_shape = shape
+    with pytest.raises(ValueError, match="one-channel images of at most 32 x 32"):
+        check.cifar_shaped(splits)
+
+
+def test_a_training_subset_larger_than_the_split_is_refused(check):
+    with pytest.raises(ValueError, match=r"train_size must be in 1\.\.20"):
+        check.cifar_shaped(numbered_splits(), train_size=21)
+
+
+def test_the_dense_stage_trains_vgg16_on_the_cifar_shaped_images_and_writes_the_summary(check, tmp_path, capsys):
+    summary = check.main(["--data-root", str(tmp_path), "--dataset", "synthetic", "--out", str(tmp_path / "out"),
+                          "--train-size", "32", "--validation-size", "16", "--dense-epochs", "1", "--methods"])
+    assert summary["dataset"] == "synthetic as 3x32x32"
+    assert summary["sizes"]["train"] == 32 and summary["sizes"]["val"] == 16
+    (record,) = summary["dense"]["history"]
+    assert torch.isfinite(torch.tensor(record["loss"]))
+    assert (tmp_path / "out" / "dense" / "model.pt").is_file()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["sizes"] == summary["sizes"]
+    assert "dense: 1 epochs" in capsys.readouterr().out
