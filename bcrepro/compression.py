@@ -26,8 +26,10 @@ set to zero. Without batch norm the constant is 0 and nothing is carried.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -40,6 +42,8 @@ from . import accounting
 from .atomic import write_atomically
 from .layers import GroupScaleLayer
 from .models import PRUNABLE_TYPES
+
+log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module], float]  # a network -> its error in percent on some split
 MAX_SIGNIFICAND_BITS = 23  # float32's significand; the authors' t runs over 1..23
@@ -620,10 +624,15 @@ def select_auto(net, config: dict, evaluate: Evaluate | None):
     group_layers = [i for i, s in enumerate(statistics) if s is not None]
     order = sorted(group_layers, key=lambda i: -layer_weight(layers[i]).numel())
     trials, current_error = [], baseline
-    for i in order:
+    for step, i in enumerate(order, 1):
+        started = time.perf_counter()
         thresholds[i], current_error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate,
                                                                       bound, current_error, max_candidates)
         trials.append({"layer": i, "tried": tried})
+        kept = next(trial["groups_kept"] for trial in tried if trial["threshold"] == thresholds[i])
+        log.info("auto threshold %d/%d: layer %d keeps %d of %d groups, validation error %.2f %% (bound %.2f %%); "
+                 "%d networks evaluated in %.1f s", step, len(order), i, kept, len(statistics[i]), current_error,
+                 bound, len(tried) - 1, time.perf_counter() - started)
     record = threshold_record(net, "auto", thresholds, max_error_increase=max_increase, max_candidates=max_candidates,
                               validation_error_baseline=baseline, validation_error=current_error, trials=trials)
     return thresholds, record
@@ -660,7 +669,10 @@ def threshold_curve(net, thresholds, evaluate: Evaluate, n_points: int = 15) -> 
         if not _keeps_all(thresholds[i]):
             grid.add(float(thresholds[i]))
         points = sorted(grid) + [math.inf]
+        started = time.perf_counter()
         errors = [pruned_error(net, thresholds[:i] + [t] + thresholds[i + 1:], evaluate) for t in points]
+        log.info("threshold curve: layer %d, validation error at %d thresholds in %.1f s", i, len(points),
+                 time.perf_counter() - started)
         curves.append({"layer": i, "chosen": _json_threshold(thresholds[i]),
                        "thresholds": [_json_threshold(t) for t in points],
                        "groups_kept": [int((statistic < t).sum()) for t in points], "error_pct": errors})

@@ -1,5 +1,6 @@
 """Masks, the deterministic copy, thresholds, bit precision and the compress step (bcrepro.compression)."""
 import json
+import logging
 import math
 
 import numpy as np
@@ -278,6 +279,21 @@ def test_auto_prunes_all_noise_groups_and_no_signal_group():
     assert [t["layer"] for t in record["trials"]] == [0, 1, 2]  # largest weight count first
     assert evaluate.calls < 45  # thinned candidates + bisection, not one call per group
     json.dumps(record, allow_nan=False)
+
+
+def test_auto_and_the_threshold_curve_log_one_progress_line_per_layer(caplog):
+    net, signals = signal_noise_lenet300()
+    evaluate = FakeValidation(signals)
+    with caplog.at_level(logging.INFO, logger="bcrepro.compression"):
+        thresholds, _ = C.select_thresholds(net, {"rule": "auto"}, evaluate)
+        C.threshold_curve(net, thresholds, evaluate, n_points=4)
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(" networks")[0].split(" (bound")[0] for line in lines[:3]] == [
+        "auto threshold 1/3: layer 0 keeps 100 of 784 groups, validation error 1.00 %",
+        "auto threshold 2/3: layer 1 keeps 60 of 300 groups, validation error 1.00 %",
+        "auto threshold 3/3: layer 2 keeps 20 of 100 groups, validation error 1.00 %"]
+    assert [line.split(" in ")[0] for line in lines[3:]] == [
+        f"threshold curve: layer {i}, validation error at 5 thresholds" for i in range(3)]
 
 
 def test_auto_spends_the_allowed_error_increase():
