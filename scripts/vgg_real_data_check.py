@@ -98,7 +98,8 @@ def compress_and_time(net, params: dict, splits: data.DataSplits, device: torch.
     test images (None when there is no slimmed network), and the speed of original, masked and slim."""
     result = compression.compress(net, params.get("thresholds"),
                                   lambda module: error_rate(module, splits.val_x, splits.val_y),
-                                  lambda module: error_rate(module, splits.test_x, splits.test_y))
+                                  lambda module: error_rate(module, splits.test_x, splits.test_y),
+                                  curve_points=0)  # no threshold curve: half of compress's evaluations, unused here
     modules = speed.variants(net, result.masks)  # no "slim" when a conv keeps no filter (the net is a constant)
     probe = splits.test_x[:256]
     slim_gap = (float((modules["slim"](probe) - modules["masked"](probe)).abs().max()) if "slim" in modules
@@ -108,6 +109,12 @@ def compress_and_time(net, params: dict, splits: data.DataSplits, device: torch.
             "compression_precision", "compression_max", "bits")
     return {**{key: result.metrics.get(key) for key in keys}, "slim_max_abs_difference": slim_gap,
             "speedups": speed.speedups(records), "speed_records": records}
+
+
+def dense_test_error(path: Path, splits: data.DataSplits, device: torch.device) -> float:
+    net = build_net("vgg16", "dense", get_method("dense").params_for("vgg16"), splits)
+    net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return error_rate(net.to(device), splits.test_x, splits.test_y)
 
 
 def summary_line(name: str, history: list[dict], compressed: dict | None) -> str:
@@ -134,6 +141,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-size", type=int, default=12_800, help="training images kept (default 100 batches)")
     parser.add_argument("--validation-size", type=int, default=1_000)
     parser.add_argument("--dense-epochs", type=int, default=3)
+    parser.add_argument("--dense-model", type=Path, default=None,
+                        help="a dense VGG-16 model.pt (an earlier run's OUT/dense/model.pt) to start from instead of "
+                             "training one; use the same --train-size, --validation-size and data")
     parser.add_argument("--bc-epochs", type=int, default=2)
     parser.add_argument("--kl-warmup-epochs", type=float, default=1.0)
     parser.add_argument("--methods", nargs="*", default=["bc-ghs", "bc-gnj"], help="none: the dense network only")
@@ -149,16 +159,22 @@ def main(argv: list[str] | None = None) -> dict:
                                             validation_size=args.validation_size, seed=DATA_SEED),
                           args.train_size, seed=DATA_SEED)
     logging.info("%s: %s", splits.name, splits.sizes)
-    dense, _, dense_history = train_cell("dense", splits, args.dense_epochs, out / "dense", device)
-    summary = {"dataset": splits.name, "sizes": splits.sizes, "args": vars(args),
-               "dense": {"history": dense_history}}
-    lines = [summary_line("dense", dense_history, None)]
+    summary = {"dataset": splits.name, "sizes": splits.sizes, "args": vars(args)}
+    if args.dense_model is None:
+        _, _, dense_history = train_cell("dense", splits, args.dense_epochs, out / "dense", device)
+        summary["dense"] = {"history": dense_history}
+        lines = [summary_line("dense", dense_history, None)]
+        dense_model = out / "dense" / "model.pt"
+    else:
+        dense_model, lines = args.dense_model, [f"dense: from {args.dense_model}, test error "
+                                                f"{dense_test_error(args.dense_model, splits, device):.2f} %"]
     for method in args.methods:
-        net, params, history = train_cell(method, splits, args.bc_epochs, out / method, device,
-                                          init=out / "dense" / "model.pt", kl_warmup_epochs=args.kl_warmup_epochs)
+        net, params, history = train_cell(method, splits, args.bc_epochs, out / method, device, init=dense_model,
+                                          kl_warmup_epochs=args.kl_warmup_epochs)
         compressed = compress_and_time(net, params, splits, device, args.batch_sizes, args.repeats, args.threads)
         summary[method] = {"history": history, **compressed}
         lines.append(summary_line(method, history, compressed))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print("\n".join(lines))
     return summary

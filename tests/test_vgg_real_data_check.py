@@ -79,3 +79,8 @@ def test_the_dense_stage_trains_vgg16_on_the_cifar_shaped_images_and_writes_the_
     assert (tmp_path / "out" / "dense" / "model.pt").is_file()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["sizes"] == summary["sizes"]
     assert "dense: 1 epochs" in capsys.readouterr().out
+    again = check.main(["--data-root", str(tmp_path), "--dataset", "synthetic", "--out", str(tmp_path / "again"),
+                        "--train-size", "32", "--validation-size", "16", "--methods",
+                        "--dense-model", str(tmp_path / "out" / "dense" / "model.pt")])
+    assert "dense" not in again and not (tmp_path / "again" / "dense").exists()
+    assert f"dense: from {tmp_path / 'out' / 'dense' / 'model.pt'}, test error" in capsys.readouterr().out
