@@ -14,13 +14,15 @@ Fashion-MNIST (Debian's ``dataset-fashion-mnist``; ``--data-root`` is the folder
 2. a dense VGG-16 trains with the registry's VGG recipe (SGD, cosine schedule, augmentation), ``--dense-epochs``;
 3. each BC method starts from it (``bcrepro.cli.init_from_dense``), trains ``--bc-epochs`` with the registry's VGG
    settings, the KL warm-up shortened to ``--kl-warmup-epochs``, then is compressed as ``bcrepro compress`` does
-   (its threshold rule on the validation split) and slimmed; the slimmed network must give the pruned network's
-   outputs on test images;
+   (its threshold rule on the validation split, or ``--threshold-rule valley``) and slimmed; the slimmed network
+   must give the pruned network's outputs on test images;
 4. original, masked and slimmed networks are timed on the device (``bcrepro.speed.measure``).
 
-It prints per epoch the loss, KL and errors (the training loop's progress lines) and finally one line per method,
-and writes everything to ``OUT/summary.json``. The budgets are far below the paper's (200 + 100 epochs on CIFAR-10):
-its figures show stability and the pipeline on real data, not the paper's errors or compression rates. The KL is
+A run killed after a method's training resumes from its checkpoints with the same ``--out`` (and ``--dense-model
+OUT/dense/model.pt``). It prints per epoch the loss, KL and errors (the training loop's progress lines) and finally
+one line per method, and writes everything to ``OUT/summary.json``. The budgets are far below the paper's (200 + 100
+epochs on CIFAR-10): its figures show stability and the pipeline on real data, not the paper's errors or compression
+rates. The KL is
 scaled by the size of the training subset, so a subset prunes harder than the full set would.
 """
 from __future__ import annotations
@@ -124,9 +126,11 @@ def summary_line(name: str, history: list[dict], compressed: dict | None) -> str
             f"{last['train_error_pct']:.2f} %, test error {last['test_error_pct']:.2f} %")
     if compressed is not None:
         by_batch = {r["batch"]: r["speedup"] for r in compressed["speedups"] if r["variant"] == "slim"}
-        line += (f"; pruned {compressed['error_pruned_pct']:.2f} %, architecture "
-                 f"{'-'.join(map(str, compressed['architecture']))}, compression {compressed['compression_pruning']:.1f}x"
-                 f" (pruning); slim vs pruned max |diff| {compressed['slim_max_abs_difference']}; slim speed-up "
+        architecture = "-".join(map(str, compressed["architecture"]))
+        rate = compressed["compression_pruning"]  # None: a layer keeps nothing, the rate is infinite
+        line += (f"; pruned {compressed['error_pruned_pct']:.2f} %, architecture {architecture}, compression "
+                 f"{'inf' if rate is None else f'{rate:.1f}'}x (pruning); slim vs pruned max |diff| "
+                 f"{compressed['slim_max_abs_difference']}; slim speed-up "
                  + ", ".join(f"{value:.2f}x at batch {batch}" for batch, value in sorted(by_batch.items())))
     return line
 
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> dict:
                              "training one; use the same --train-size, --validation-size and data")
     parser.add_argument("--bc-epochs", type=int, default=2)
     parser.add_argument("--kl-warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--threshold-rule", choices=["registry", "valley"], default="registry",
+                        help="registry: the method's own (auto, on the validation split: hundreds of VGG evaluations, "
+                             "about an hour on two CPU cores); valley: Otsu's split of each layer's statistic, no "
+                             "evaluation")
     parser.add_argument("--methods", nargs="*", default=["bc-ghs", "bc-gnj"], help="none: the dense network only")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--repeats", type=int, default=20)
@@ -171,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     for method in args.methods:
         net, params, history = train_cell(method, splits, args.bc_epochs, out / method, device, init=dense_model,
                                           kl_warmup_epochs=args.kl_warmup_epochs)
+        if args.threshold_rule != "registry":
+            params["thresholds"] = {"rule": args.threshold_rule}
         compressed = compress_and_time(net, params, splits, device, args.batch_sizes, args.repeats, args.threads)
         summary[method] = {"history": history, **compressed}
         lines.append(summary_line(method, history, compressed))

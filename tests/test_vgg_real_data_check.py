@@ -23,7 +23,7 @@ def check():
 
 
 def numbered_splits(n_train=20, n_val=4, n_test=6, side=28) -> data.DataSplits:
-    """Image i of every split is filled with i + 1 (never 0) and labelled i % 10, so a row's label can be read off it."""
+    """Image i of every split is filled with i + 1 (never 0) and labelled i % 10: a row's label can be read off it."""
     def split(n):
         x = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, side, side).clone()
         return x, torch.arange(n) % 10
@@ -84,3 +84,17 @@ def test_the_dense_stage_trains_vgg16_on_the_cifar_shaped_images_and_writes_the_
                         "--dense-model", str(tmp_path / "out" / "dense" / "model.pt")])
     assert "dense" not in again and not (tmp_path / "again" / "dense").exists()
     assert f"dense: from {tmp_path / 'out' / 'dense' / 'model.pt'}, test error" in capsys.readouterr().out
+
+
+def test_the_summary_line_names_the_slim_speed_ups_and_an_infinite_rate(check):
+    history = [{"loss": float("nan"), "train_error_pct": 9.0, "test_error_pct": 8.0},
+               {"loss": 0.5, "train_error_pct": 7.0, "test_error_pct": 6.5}]
+    compressed = {"error_pruned_pct": 6.75, "architecture": [3, 0], "compression_pruning": None,
+                  "slim_max_abs_difference": None,
+                  "speedups": [{"variant": "slim", "batch": 64, "speedup": 3.0},
+                               {"variant": "masked", "batch": 64, "speedup": 1.0},
+                               {"variant": "slim", "batch": 1, "speedup": 1.5}]}
+    line = check.summary_line("bc-gnj", history, compressed)
+    assert line.startswith("bc-gnj: 2 epochs, loss 0.5 (all finite: False), train error 7.00 %, test error 6.50 %")
+    assert "architecture 3-0, compression infx (pruning)" in line
+    assert line.endswith("slim speed-up 1.50x at batch 1, 3.00x at batch 64")
