@@ -629,7 +629,7 @@ def select_auto(net, config: dict, evaluate: Evaluate | None):
         thresholds[i], current_error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate,
                                                                       bound, current_error, max_candidates)
         trials.append({"layer": i, "tried": tried})
-        kept = next(trial["groups_kept"] for trial in tried if trial["threshold"] == thresholds[i])
+        kept = int(group_keep(layers[i], thresholds[i]).sum())
         log.info("auto threshold %d/%d: layer %d keeps %d of %d groups, validation error %.2f %% (bound %.2f %%); "
                  "%d networks evaluated in %.1f s", step, len(order), i, kept, len(statistics[i]), current_error,
                  bound, len(tried) - 1, time.perf_counter() - started)
