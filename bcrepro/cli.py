@@ -28,6 +28,7 @@ import yaml
 from . import bitstream, compression, cpu_memory, data, inference, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
+from .evaluation import PrefixReusingErrorRate
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")
@@ -246,7 +247,8 @@ def cmd_compress(args) -> None:
     out = Path(args.run)
     device = resolve_device(args.device)
     run, splits, net = load_trained(out, device)
-    validation = (lambda module: error_rate(module, splits.val_x, splits.val_y)) if len(splits.val_y) else None
+    # the threshold search and curve evaluate hundreds of networks differing in one layer: reuse what they share
+    validation = PrefixReusingErrorRate(splits.val_x, splits.val_y) if len(splits.val_y) else None
     result = compression.compress(net, run["params"].get("thresholds"), validation,
                                   lambda module: error_rate(module, splits.test_x, splits.test_y))
     precision = result.precision

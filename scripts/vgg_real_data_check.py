@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from bcrepro import compression, data, speed
 from bcrepro.cli import DATA_SEED, build_net, init_from_dense
+from bcrepro.evaluation import PrefixReusingErrorRate
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, error_rate, train
 
@@ -99,7 +100,7 @@ def compress_and_time(net, params: dict, splits: data.DataSplits, device: torch.
     """``bcrepro compress``'s pruning and accounting, the slimmed network checked against the masked (pruned) one on
     test images (None when there is no slimmed network), and the speed of original, masked and slim."""
     result = compression.compress(net, params.get("thresholds"),
-                                  lambda module: error_rate(module, splits.val_x, splits.val_y),
+                                  PrefixReusingErrorRate(splits.val_x, splits.val_y),
                                   lambda module: error_rate(module, splits.test_x, splits.test_y),
                                   curve_points=0)  # no threshold curve: half of compress's evaluations, unused here
     modules = speed.variants(net, result.masks)  # no "slim" when a conv keeps no filter (the net is a constant)
