@@ -312,14 +312,15 @@ def cmd_speedup(args) -> None:
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
     masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
-    stock_pooling = args.stock_pooling or not inference.pays_off(device)
+    # the frozen TorchScript graph pools with oneDNN, faster than the eager strided rewrite (bcrepro.speed)
+    stock_pooling = args.stock_pooling or not inference.pays_off(device) or args.compile != "none"
     if device.type == "cpu" and not args.system_allocator and not cpu_memory.keep_freed_memory():
         log.warning("could not keep freed memory in the process (the C library is not glibc, or mallopt refused): "
                     "timing with the system allocator as it is (allocator: system)")
     modules = speed.variants(net, masks, single_weights, stock_pooling=stock_pooling)
     records = speed.measure(modules, splits.input_shape, args.batch_sizes, device,
                             repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                            memory_format=args.memory_format)
+                            memory_format=args.memory_format, compiler=args.compile)
     write_json(records, out / SPEED_FILE)
     gains = speed.speedups(records)
     with cell_run(args, run, out) as tracker:
@@ -457,6 +458,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-format", choices=sorted(speed.MEMORY_FORMATS), default="contiguous",
                    help="layout of image inputs and conv weights for every variant: contiguous (NCHW, default) or "
                         "channels_last (NHWC), which can speed up one variant more than another")
+    p.add_argument("--compile", choices=speed.COMPILERS, default="none",
+                   help="none (eager, default) or torchscript: every variant traced, frozen and optimised for "
+                        "inference (oneDNN convs with pre-packed weights, conv + ReLU fused; torch's pooling), "
+                        "checked against its eager outputs")
     p.add_argument("--system-allocator", action="store_true",
                    help="on CPU, leave glibc's malloc as it is (a fresh mmap, and its page faults, for every large "
                         "block in every pass) instead of keeping freed memory in the process (bcrepro.cpu_memory)")

@@ -294,8 +294,8 @@ def error_vs_compression(runs: pd.DataFrame, out_dir: str | os.PathLike, paper=N
 def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per (arch, method, seed, device, batch) with a slim variant in ``{arch}/{method}/seed*/speed.json``:
     ``speedup`` (original median / slim median), ``flops_ratio`` (original / slim multiply-adds; NaN without
-    counts) and ``memory_format``, the layout the file was timed in (``contiguous`` for files from before records
-    named it)."""
+    counts), ``memory_format``, the layout the file was timed in, and ``compiled``, how its networks ran (``none``:
+    eager; ``torchscript``), each ``contiguous`` and ``none`` for files from before records named them."""
     from .speed import speedups
     rows = []
     for path in sorted(Path(runs_dir).glob("*/*/seed*/speed.json")):
@@ -304,6 +304,7 @@ def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
             records = _read_json(path)
             gains = speedups(records)
             layout = "+".join(sorted({r.get("memory_format", "contiguous") for r in records}))
+            compiled = "+".join(sorted({r.get("compiled", "none") for r in records}))
         except (ValueError, KeyError, TypeError):
             continue  # a torn or foreign file: the table reports it; the figure shows what it can
         for gain in gains:
@@ -311,16 +312,18 @@ def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
                 ratio = gain["flops_ratio"]
                 rows.append({"arch": arch, "method": method, "seed": seed, "device": gain["device"],
                              "batch": gain["batch"], "speedup": gain["speedup"],
-                             "flops_ratio": math.nan if ratio is None else ratio, "memory_format": layout})
+                             "flops_ratio": math.nan if ratio is None else ratio, "memory_format": layout,
+                             "compiled": compiled})
     return pd.DataFrame(rows, columns=["arch", "method", "seed", "device", "batch", "speedup", "flops_ratio",
-                                       "memory_format"])
+                                       "memory_format", "compiled"])
 
 
 def speedup_vs_batch(runs_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """``speedup.png``: per architecture (columns) and device (rows), the slimmed model's measured speed-up over the
     original against batch size (log-log; mean over seeds, each seed a dot) per method, and the theoretical speed-up,
     the ratio of multiply-adds, as a dashed line of the same colour. Each panel's title names the memory layouts its
-    runs were timed in (``bcrepro speedup --memory-format``), which change the measured speed-up."""
+    runs were timed in (``bcrepro speedup --memory-format``) and any compiler (``--compile``), which change the
+    measured speed-up."""
     frame = speedup_measurements(runs_dir)
     if frame.empty:
         return []
@@ -348,7 +351,9 @@ def speedup_vs_batch(runs_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
             ax.set_yscale("log")
             ax.set_xlabel("batch size")
             ax.set_ylabel("speed-up of the slimmed model (×)")
-            ax.set_title(f"{arch} on {device}, {' and '.join(sorted(cell['memory_format'].unique()))}")
+            compilers = sorted(set(cell["compiled"].unique()) - {"none"})
+            ax.set_title(f"{arch} on {device}, {' and '.join(sorted(cell['memory_format'].unique()))}"
+                         + (f", {' and '.join(compilers)}" if compilers else ""))
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle("measured speed-up (solid) vs theoretical: ratio of multiply-adds (dashed)")

@@ -25,6 +25,14 @@ every variant: on the 2-core development machine at batch 1024, the original LeN
 half as long in ``channels_last``, while the slimmed network's time is unchanged, so the measured speed-up falls from
 about 4.5x to 2.7x. Non-image inputs have no such layout and are always ``contiguous``.
 
+``compiler`` (``compiled`` in the records) is ``none`` (eager PyTorch) or ``torchscript``: every variant traced on a
+small batch, frozen and passed through ``torch.jit.optimize_for_inference``, the deployment route whose CPU graph runs
+convolutions with pre-packed oneDNN weights, fuses conv + ReLU, and keeps activations in oneDNN's layout between
+them. Each compiled variant must reproduce its eager outputs on a batch of another size before it is timed. A variant
+that cannot be traced (the sparse CSR one) is timed eager, with a warning, and says ``none``. Under ``torchscript``,
+``bcrepro speedup`` times torch's own pooling (``--stock-pooling``): inside the frozen graph oneDNN pools faster than
+the strided rewrite.
+
 Command: ``bcrepro speedup --run results/runs/lenet5/bc-ghs/seed0 --batch-sizes 1 64 1024``.
 """
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Mapping, Sequence
 
@@ -45,6 +54,8 @@ log = logging.getLogger(__name__)
 
 VARIANTS = ("original", "masked", "slim", "csr")
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+COMPILERS = ("none", "torchscript")
+TRACE_BATCH, CHECK_BATCH = 2, 3  # the compiled graph must generalise from the traced batch size to another
 
 
 @contextmanager
@@ -141,6 +152,48 @@ def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
     return total
 
 
+@torch.no_grad()
+def torchscript_frozen(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """``module`` traced on ``example``, frozen (weights become constants) and optimised for inference."""
+    with warnings.catch_warnings():  # torch.jit's deprecation notice: still the frozen-graph route PyTorch ships
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(module.eval(), example, check_trace=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+@torch.no_grad()
+def compiled_variants(modules: Mapping[str, nn.Module], how: str, input_shape: Sequence[int], device: torch.device,
+                      layout: torch.memory_format = torch.contiguous_format, seed: int = 0
+                      ) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Each module compiled ``how`` (``COMPILERS``), and what each one actually got (``none`` where tracing failed).
+
+    A compiled module must give its eager outputs (to 1e-4 relative) on a batch of ``CHECK_BATCH`` inputs, while it
+    was traced on ``TRACE_BATCH``; otherwise this raises, naming the variant."""
+    if how not in COMPILERS:
+        raise ValueError(f"unknown compiler {how!r}; expected one of {COMPILERS}")
+    if how == "none":
+        return dict(modules), {name: "none" for name in modules}
+    generator = torch.Generator().manual_seed(seed)
+    example, check = (torch.randn(n, *input_shape, generator=generator).to(device).contiguous(memory_format=layout)
+                      for n in (TRACE_BATCH, CHECK_BATCH))
+    compiled, kinds = {}, {}
+    for name, module in modules.items():
+        try:
+            frozen = torchscript_frozen(module, example)
+        except Exception as err:  # e.g. sparse CSR weights, which tracing cannot hold as constants
+            log.warning("variant %s cannot be compiled with %s (%s: %s); timing it eager", name, how,
+                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+            compiled[name], kinds[name] = module, "none"
+            continue
+        expected, got = module.eval()(check), frozen(check)
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * max(1.0, scale)):
+            raise ValueError(f"the {how} graph of variant {name} differs from its eager outputs (max |diff| "
+                             f"{float((got - expected).abs().max()):.3g}); time it with compile 'none'")
+        compiled[name], kinds[name] = frozen, how
+    return compiled, kinds
+
+
 def _module_device(module: nn.Module) -> torch.device:
     """Where a module's tensors live: its first parameter or buffer, or a plain ``weight`` tensor (CSR layers)."""
     for tensor in module.parameters():
@@ -155,13 +208,14 @@ def _module_device(module: nn.Module) -> torch.device:
 
 def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int],
             device: torch.device, repeats: int = 100, warmup: int = 10, threads: int | None = 1,
-            seed: int = 0, memory_format: str = "contiguous") -> list[dict]:
+            seed: int = 0, memory_format: str = "contiguous", compiler: str = "none") -> list[dict]:
     """speed.json records ``{variant, device, batch, median_ms, iqr_ms, repeats, threads, macs_per_example, pooling,
-    allocator, memory_format}`` for each module and batch (``threads`` and ``allocator`` null on CUDA).
+    allocator, memory_format, compiled}`` for each module and batch (``threads`` and ``allocator`` null on CUDA).
 
     ``modules`` maps a variant name (one of ``VARIANTS``) to a network taking inputs of ``input_shape`` (no batch axis).
     With ``memory_format="channels_last"`` and image inputs (``input_shape`` of three axes), the modules' 4-D weights
-    are converted in place and every input is made channels-last.
+    are converted in place and every input is made channels-last. ``compiler``: ``none`` or ``torchscript`` (module
+    docstring); multiply-adds and pooling are read from the eager modules.
     """
     unknown = sorted(set(modules) - set(VARIANTS))
     if unknown:
@@ -171,6 +225,8 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
                          f"{list(batch_sizes)}")
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"unknown memory format {memory_format!r}; expected one of {sorted(MEMORY_FORMATS)}")
+    if compiler not in COMPILERS:
+        raise ValueError(f"unknown compiler {compiler!r}; expected one of {COMPILERS}")
     if memory_format != "contiguous" and len(input_shape) != 3:
         log.warning("memory format %s applies to image inputs only; inputs of shape %s are timed contiguous",
                     memory_format, list(input_shape))
@@ -178,19 +234,21 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
     layout = MEMORY_FORMATS[memory_format]
     placed = {name: module.to(device, memory_format=layout) for name, module in modules.items()}
     macs = {name: multiply_adds(module, input_shape) for name, module in placed.items()}
+    pooling = {name: inference.pooling_kind(module) for name, module in placed.items()}
     generator = torch.Generator().manual_seed(seed)
     records = []
     with cpu_threads(threads if device.type == "cpu" else None):
+        timed, compiled = compiled_variants(placed, compiler, input_shape, device, layout, seed)
         for batch in batch_sizes:
             x = torch.randn(batch, *input_shape, generator=generator).to(device).contiguous(memory_format=layout)
-            for name, samples in time_forward(placed, x, repeats, warmup).items():
+            for name, samples in time_forward(timed, x, repeats, warmup).items():
                 q1, median, q3 = _quartiles(samples)
                 records.append({"variant": name, "device": device.type, "batch": int(batch),
                                 "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1), "repeats": repeats,
                                 "threads": threads if device.type == "cpu" else None,
-                                "macs_per_example": macs[name], "pooling": inference.pooling_kind(placed[name]),
+                                "macs_per_example": macs[name], "pooling": pooling[name],
                                 "allocator": cpu_memory.allocator() if device.type == "cpu" else None,
-                                "memory_format": memory_format})
+                                "memory_format": memory_format, "compiled": compiled[name]})
     return records
 
 

@@ -14,7 +14,8 @@ device, so its figures are speeds, not errors. Sized to finish in well under 6 m
    51-62-125-128-228-129-38-13-9-6-5-6-6-6-20; kept groups drawn at random, seed 0) are cut out of a freshly built
    net and slimmed; ``bcrepro.speed.measure`` times original, masked and slim at batch 1, 64, 1024 and 8192 (eval
    mode, no gradients, warm-up, CUDA synchronised). Printed: median milliseconds, the slim speed-up per batch and
-   the ratio of multiply-adds (the theoretical speed-up). ``--memory-format channels_last`` times them NHWC.
+   the ratio of multiply-adds (the theoretical speed-up). ``--memory-format channels_last`` times them NHWC;
+   ``--compile torchscript`` times them as frozen TorchScript graphs.
 
 Everything measured is also written to ``--out`` as JSON.
 """
@@ -90,14 +91,14 @@ def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[compres
 
 
 def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes: list[int], repeats: int,
-                                   threads: int, memory_format: str = "contiguous") -> dict:
+                                   threads: int, memory_format: str = "contiguous", compiler: str = "none") -> dict:
     registered = get_method("bc-gnj")
     torch.manual_seed(0)
     net = models.build(arch, registered.layer_factory(arch, registered.params_for(arch))).eval()
     masks = paper_masks(net, PAPER_ARCHITECTURES[arch])
-    modules = speed.variants(net, masks, stock_pooling=not inference.pays_off(device))
+    modules = speed.variants(net, masks, stock_pooling=not inference.pays_off(device) or compiler != "none")
     records = speed.measure(modules, net.input_shape, batch_sizes, device, repeats=repeats, warmup=10,
-                            threads=threads, memory_format=memory_format)
+                            threads=threads, memory_format=memory_format, compiler=compiler)
     return {"arch": arch, "architecture": compression.architecture(net, masks), "records": records,
             "speedups": speed.speedups(records)}
 
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the speed measurement on cpu")
     parser.add_argument("--memory-format", choices=sorted(speed.MEMORY_FORMATS), default="contiguous",
                         help="layout of the timed networks' inputs and conv weights (bcrepro speedup --memory-format)")
+    parser.add_argument("--compile", choices=speed.COMPILERS, default="none",
+                        help="how the timed networks run: eager, or frozen TorchScript (bcrepro speedup --compile)")
     parser.add_argument("--archs", nargs="+", default=["lenet5", "vgg16"], choices=sorted(PAPER_ARCHITECTURES))
     parser.add_argument("--out", default="gpu_check.json")
     parser.add_argument("--workdir", default="gpu_check_runs", help="checkpoints of the short training runs")
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for arch in args.archs:
         result = speedups_of_paper_architecture(arch, device, args.batch_sizes, args.repeats, args.threads,
-                                                args.memory_format)
+                                                args.memory_format, args.compile)
         report["speed"].append(result)
         print(f"{arch} slimmed to the paper's BC-GHS architecture {'-'.join(map(str, result['architecture']))}:")
         medians = {(r["variant"], r["batch"]): r["median_ms"] for r in result["records"]}

@@ -106,6 +106,10 @@ def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, qu
                    "--memory-format", "channels_last")  # the images are channels-last; the MLP flattens them
     assert done.returncode == 0, done.stderr
     assert {r["memory_format"] for r in json.loads((run / "speed.json").read_text())} == {"channels_last"}
+    done = bcrepro("speedup", "--run", run, "--batch-sizes", 1, "--repeats", 1, "--warmup", 0,
+                   "--compile", "torchscript")
+    assert done.returncode == 0, done.stderr
+    assert {r["compiled"] for r in json.loads((run / "speed.json").read_text())} == {"torchscript"}
     macs = {r["variant"]: r["macs_per_example"] for r in records}
     assert macs["original"] == macs["masked"] == 784 * 300 + 300 * 100 + 100 * 10  # LeNet-300-100's weights
     slim_layers = [kept[i] * (kept[i + 1] if i + 1 < len(kept) else 10) for i in range(len(kept))]

@@ -53,7 +53,8 @@ def small_bn_net():
 
 
 NETS = {
-    "lenet300-ghs": lambda: models.build("lenet300", GHS),  # linear groups: pruning a layer's inputs changes the one before
+    # linear groups: pruning a layer's inputs changes the layer before
+    "lenet300-ghs": lambda: models.build("lenet300", GHS),
     "lenet5-gnj": lambda: models.build("lenet5", GNJ),
     "bn-net-gnj": small_bn_net,
 }

@@ -25,7 +25,7 @@ def test_gpu_check_runs_from_the_checkout_without_mlflow_and_reports_speeds(tmp_
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--device", "cpu", "--steps", "3", "--batch", "2",
          "--batch-sizes", "1", "3", "--repeats", "2", "--archs", "lenet5", "--memory-format", "channels_last",
-         "--out", str(out),
+         "--compile", "torchscript", "--out", str(out),
          "--workdir", str(tmp_path / "runs")],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -37,6 +37,7 @@ def test_gpu_check_runs_from_the_checkout_without_mlflow_and_reports_speeds(tmp_
     (lenet5,) = report["speed"]
     assert lenet5["architecture"] == [5, 10, 76, 16]
     assert {r["memory_format"] for r in lenet5["records"]} == {"channels_last"}
+    assert {r["compiled"] for r in lenet5["records"]} == {"torchscript"}
     slim = {g["batch"]: g for g in lenet5["speedups"] if g["variant"] == "slim"}
     assert sorted(slim) == [1, 3] and all(g["speedup"] > 0 for g in slim.values())
     # 5-10-76-16 of 20-50-800-500: conv1 5x24x24x25, conv2 10x8x8x(5x25), fc1 76x16, fc2 16x10 multiply-adds

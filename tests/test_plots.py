@@ -229,14 +229,16 @@ def test_speedup_measurements_are_the_slim_ratios_of_each_speed_json(runs_dir):
     assert frame["speedup"].tolist() == [4.0, 10.0] and frame["flops_ratio"].tolist() == [20.0, 20.0]
 
 
-def test_speedup_measurements_name_the_layout_each_file_was_timed_in(tmp_path):
-    channels_last = [dict(record, memory_format="channels_last") for record in SPEED_RECORDS]
+def test_speedup_measurements_name_the_layout_and_compiler_each_file_was_timed_with(tmp_path):
+    channels_last = [dict(record, memory_format="channels_last", compiled="torchscript") for record in SPEED_RECORDS]
     for method, records in (("bc-ghs", SPEED_RECORDS), ("bc-gnj", channels_last)):
         (tmp_path / "lenet5" / method / "seed0").mkdir(parents=True)
         _write_json(tmp_path / "lenet5" / method / "seed0" / "speed.json", records)
     frame = plots.speedup_measurements(tmp_path)
     layouts = frame.groupby("method")["memory_format"].unique().map(list).to_dict()
     assert layouts == {"bc-ghs": ["contiguous"], "bc-gnj": ["channels_last"]}  # files without the key: contiguous
+    compilers = frame.groupby("method")["compiled"].unique().map(list).to_dict()
+    assert compilers == {"bc-ghs": ["none"], "bc-gnj": ["torchscript"]}  # files without the key: eager
 
 
 def test_figures_are_closed_and_no_temporary_file_is_left(figures):

@@ -1,9 +1,11 @@
 """Speed-up measurement: records in DESIGN.md's format, ratios computed from them, thread count restored."""
+import logging
+
 import pytest
 import torch
 from torch import nn
 
-from bcrepro import speed
+from bcrepro import csr, models, speed
 
 
 def test_measure_times_every_variant_at_every_batch_in_the_speed_json_format():
@@ -97,7 +99,61 @@ def test_channels_last_does_not_apply_to_flat_inputs_and_the_records_say_so(capl
     ({"fast": nn.Linear(4, 2)}, {}, "unknown speed variant"),
     ({"original": nn.Linear(4, 2)}, {"repeats": 0}, "repeats must be >= 1"),
     ({"original": nn.Linear(4, 2)}, {"memory_format": "nhwc"}, "unknown memory format 'nhwc'"),
+    ({"original": nn.Linear(4, 2)}, {"compiler": "inductor"}, "unknown compiler 'inductor'"),
 ])
 def test_bad_settings_are_clear_errors(modules, kwargs, message):
     with pytest.raises(ValueError, match=message):
         speed.measure(modules, (4,), [1], torch.device("cpu"), **kwargs)
+
+
+def lenet5_and_a_slimmed_one():
+    torch.manual_seed(0)
+    slimmed = nn.Sequential(nn.Conv2d(1, 5, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(5, 10, 5), nn.ReLU(),
+                            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(160, 16), nn.ReLU(), nn.Linear(16, 10))
+    return {"original": models.lenet5().eval(), "slim": slimmed.eval()}
+
+
+def test_torchscript_variants_compute_the_eager_outputs_and_the_records_say_how_they_ran():
+    modules = lenet5_and_a_slimmed_one()
+    compiled, kinds = speed.compiled_variants(modules, "torchscript", (1, 28, 28), torch.device("cpu"))
+    assert kinds == {"original": "torchscript", "slim": "torchscript"}
+    x = torch.randn(7, 1, 28, 28)  # neither the traced nor the checked batch size
+    with torch.no_grad():
+        for name, module in modules.items():
+            assert isinstance(compiled[name], torch.jit.ScriptModule)
+            torch.testing.assert_close(compiled[name](x), module(x), rtol=1e-4, atol=1e-5)
+    records = speed.measure(modules, (1, 28, 28), [2], torch.device("cpu"), repeats=2, warmup=1,
+                            compiler="torchscript")
+    assert {r["compiled"] for r in records} == {"torchscript"}
+    assert {r["variant"]: r["macs_per_example"] for r in records} == {  # counted on the eager modules
+        "original": 20 * 576 * 25 + 50 * 64 * 500 + 800 * 500 + 500 * 10,
+        "slim": 5 * 576 * 25 + 10 * 64 * 125 + 160 * 16 + 16 * 10}
+    assert {r["pooling"] for r in records} == {"stock"}
+    eager = speed.measure(modules, (1, 28, 28), [2], torch.device("cpu"), repeats=1, warmup=0)
+    assert {r["compiled"] for r in eager} == {"none"}
+
+
+def test_a_variant_that_cannot_be_traced_is_timed_eager_with_a_warning(caplog):
+    torch.manual_seed(0)
+    net = models.lenet300().eval()
+    with torch.no_grad():
+        for layer in net.prunable_layers():
+            layer.weight.mul_((torch.rand_like(layer.weight) < 0.1).float())
+    with caplog.at_level(logging.WARNING, logger="bcrepro.speed"):
+        records = speed.measure({"original": net, "csr": csr.csr_net(net)}, (1, 28, 28), [1], torch.device("cpu"),
+                                repeats=1, warmup=0, compiler="torchscript")
+    assert {r["variant"]: r["compiled"] for r in records} == {"original": "torchscript", "csr": "none"}
+    assert "variant csr cannot be compiled with torchscript" in caplog.text
+
+
+class ScalesByBatchSize(nn.Module):
+    """A forward whose trace bakes the batch size in as a constant: its graph is wrong for other batch sizes."""
+
+    def forward(self, x):
+        return x * float(x.shape[0])
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the warning this test is about
+def test_a_compiled_graph_that_differs_from_its_module_is_refused():
+    with pytest.raises(ValueError, match="torchscript graph of variant original differs from its eager outputs"):
+        speed.compiled_variants({"original": ScalesByBatchSize()}, "torchscript", (4,), torch.device("cpu"))

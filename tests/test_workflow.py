@@ -75,17 +75,19 @@ def test_training_jobs_ask_for_a_gpu_only_when_the_device_is_cuda(tmp_path):
     assert "gpu=1" not in gpu_of(cpu.stdout, "train")
 
 
-def test_the_speedup_jobs_take_the_configured_memory_format(tmp_path):
+def test_the_speedup_jobs_take_the_configured_memory_format_and_compiler(tmp_path):
     def speedup_commands(output):
         return [line for line in output.splitlines() if " speedup --run " in line]
 
-    config = write_config(tmp_path / "nhwc.yaml", "speedup:\n  memory_format: channels_last\n")
+    config = write_config(tmp_path / "nhwc.yaml",
+                          "speedup:\n  memory_format: channels_last\n  compile: torchscript\n")
     nhwc = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(config), "--config", "archs=[lenet5]")
     plain = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "archs=[lenet5]")
     assert nhwc.returncode == 0 and plain.returncode == 0, nhwc.stderr + plain.stderr
     assert speedup_commands(nhwc.stdout) and speedup_commands(plain.stdout)
-    assert all("--memory-format channels_last" in command for command in speedup_commands(nhwc.stdout))
-    assert all("--memory-format contiguous" in command for command in speedup_commands(plain.stdout))
+    assert all("--memory-format channels_last --compile torchscript" in command
+               for command in speedup_commands(nhwc.stdout))
+    assert all("--memory-format contiguous --compile none" in command for command in speedup_commands(plain.stdout))
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------------
@@ -98,6 +100,7 @@ def test_the_speedup_jobs_take_the_configured_memory_format(tmp_path):
     ("arch_methods:\n  vgg16: [dense, bc-magic]\n", "bc-magic"),   # unknown method for one architecture
     ("arch_methods:\n  vgg16: [dense, dns]\n", "'dns' has no settings for architecture 'vgg16'"),
     ("speedup:\n  memory_format: nhwc\n", "nhwc"),               # a layout the speed-up CLI does not know
+    ("speedup:\n  compile: inductor\n", "inductor"),             # a compiler the speed-up CLI does not offer
 ])
 def test_a_bad_config_fails_before_any_job_and_names_the_key(tmp_path, text, named):
     config = write_config(tmp_path / "bad.yaml", text)

@@ -41,6 +41,7 @@ rule speedup:
         repeats=config["speedup"]["repeats"],
         threads=config["speedup"]["threads"],
         memory_format=config["speedup"]["memory_format"],
+        compile=config["speedup"]["compile"],
         tracking=tracking_args("speedup"),
     resources:
         mem_mb=8000,
@@ -49,4 +50,5 @@ rule speedup:
     shell:
         "{BCREPRO} speedup --run {params.out:q} --device {params.device} --batch-sizes {params.batch_sizes} "
         "--repeats {params.repeats} --threads {params.threads} --memory-format {params.memory_format} "
+        "--compile {params.compile} "
         "{params.tracking} > {log:q} 2>&1"
