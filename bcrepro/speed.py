@@ -162,16 +162,16 @@ def torchscript_frozen(module: nn.Module, example: torch.Tensor) -> torch.jit.Sc
 
 
 @torch.no_grad()
-def compiled_variants(modules: Mapping[str, nn.Module], how: str, input_shape: Sequence[int], device: torch.device,
-                      layout: torch.memory_format = torch.contiguous_format, seed: int = 0
+def compiled_variants(modules: Mapping[str, nn.Module], compiler: str, input_shape: Sequence[int],
+                      device: torch.device, layout: torch.memory_format = torch.contiguous_format, seed: int = 0
                       ) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """Each module compiled ``how`` (``COMPILERS``), and what each one actually got (``none`` where tracing failed).
+    """Each module compiled with ``compiler`` (``COMPILERS``), and what each one got (``none`` where tracing failed).
 
     A compiled module must give its eager outputs (to 1e-4 relative) on a batch of ``CHECK_BATCH`` inputs, while it
     was traced on ``TRACE_BATCH``; otherwise this raises, naming the variant."""
-    if how not in COMPILERS:
-        raise ValueError(f"unknown compiler {how!r}; expected one of {COMPILERS}")
-    if how == "none":
+    if compiler not in COMPILERS:
+        raise ValueError(f"unknown compiler {compiler!r}; expected one of {COMPILERS}")
+    if compiler == "none":
         return dict(modules), {name: "none" for name in modules}
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, *input_shape, generator=generator).to(device).contiguous(memory_format=layout)
@@ -181,16 +181,19 @@ def compiled_variants(modules: Mapping[str, nn.Module], how: str, input_shape: S
         try:
             frozen = torchscript_frozen(module, example)
         except Exception as err:  # e.g. sparse CSR weights, which tracing cannot hold as constants
-            log.warning("variant %s cannot be compiled with %s (%s: %s); timing it eager", name, how,
+            log.warning("variant %s cannot be compiled with %s (%s: %s); timing it eager", name, compiler,
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")
             compiled[name], kinds[name] = module, "none"
             continue
         expected, got = module.eval()(check), frozen(check)
         scale = float(expected.abs().max()) if expected.numel() else 0.0
+        if got.shape != expected.shape:
+            raise ValueError(f"the {compiler} graph of variant {name} gives outputs of shape {list(got.shape)}, its "
+                             f"module {list(expected.shape)}; time it with compile 'none'")
         if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * max(1.0, scale)):
-            raise ValueError(f"the {how} graph of variant {name} differs from its eager outputs (max |diff| "
+            raise ValueError(f"the {compiler} graph of variant {name} differs from its eager outputs (max |diff| "
                              f"{float((got - expected).abs().max()):.3g}); time it with compile 'none'")
-        compiled[name], kinds[name] = frozen, how
+        compiled[name], kinds[name] = frozen, compiler
     return compiled, kinds
 
 

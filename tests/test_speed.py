@@ -153,7 +153,17 @@ class ScalesByBatchSize(nn.Module):
         return x * float(x.shape[0])
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the warning this test is about
+class RowsOfTheTracedBatch(nn.Module):
+    """A forward whose trace bakes the batch size into a reshape: other batch sizes get another output shape."""
+
+    def forward(self, x):
+        return x.reshape(int(x.shape[0]), -1)[:, :2].repeat(1, int(x.shape[0]))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the warnings this test is about
 def test_a_compiled_graph_that_differs_from_its_module_is_refused():
     with pytest.raises(ValueError, match="torchscript graph of variant original differs from its eager outputs"):
         speed.compiled_variants({"original": ScalesByBatchSize()}, "torchscript", (4,), torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"torchscript graph of variant slim gives outputs of shape \[2, 4\], its "
+                                         r"module \[3, 6\]"):
+        speed.compiled_variants({"slim": RowsOfTheTracedBatch()}, "torchscript", (4,), torch.device("cpu"))
