@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, cpu_memory, data, inference, models, slim, speed, tracking
+from . import bitstream, compression, cpu_memory, data, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .evaluation import PrefixReusingErrorRate
@@ -312,8 +312,7 @@ def cmd_speedup(args) -> None:
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
     masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
-    # the frozen TorchScript graph pools with oneDNN, faster than the eager strided rewrite (bcrepro.speed)
-    stock_pooling = args.stock_pooling or not inference.pays_off(device) or args.compile != "none"
+    stock_pooling = args.stock_pooling or speed.stock_pooling_for(device, args.compile)
     if device.type == "cpu" and not args.system_allocator and not cpu_memory.keep_freed_memory():
         log.warning("could not keep freed memory in the process (the C library is not glibc, or mallopt refused): "
                     "timing with the system allocator as it is (allocator: system)")

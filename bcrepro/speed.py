@@ -100,6 +100,12 @@ def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int
     return times
 
 
+def stock_pooling_for(device: torch.device, compiler: str = "none") -> bool:
+    """Whether timing should use torch's own pooling rather than the strided rewrite: on CUDA, where the rewrite does
+    not pay off (``inference.pays_off``), and under a compiler, whose frozen graph pools faster with oneDNN."""
+    return compiler != "none" or not inference.pays_off(device)
+
+
 @torch.no_grad()
 def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool = False,
              stock_pooling: bool = False) -> dict[str, nn.Module]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bcrepro import compression, cpu_memory, inference, models, speed
+from bcrepro import compression, cpu_memory, models, speed
 from bcrepro.methods import get_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -44,7 +44,7 @@ def main() -> None:
     print(f"{args.arch} cut to {'-'.join(map(str, compression.architecture(net, masks)))}; threads {args.threads}, "
           f"{args.repeats} repeats, allocator {cpu_memory.allocator()}")
     for compiler in args.compile:
-        stock = compiler != "none" or not inference.pays_off(device)  # as `bcrepro speedup --compile` does
+        stock = speed.stock_pooling_for(device, compiler)  # as `bcrepro speedup --compile` chooses
         modules = speed.variants(net, masks, stock_pooling=stock)
         records = speed.measure(modules, net.input_shape, args.batch_sizes, device, repeats=args.repeats,
                                 threads=args.threads, compiler=compiler)

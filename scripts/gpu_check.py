@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bcrepro import compression, data, inference, models, speed
+from bcrepro import compression, data, models, speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, train
 
@@ -96,7 +96,7 @@ def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes:
     torch.manual_seed(0)
     net = models.build(arch, registered.layer_factory(arch, registered.params_for(arch))).eval()
     masks = paper_masks(net, PAPER_ARCHITECTURES[arch])
-    modules = speed.variants(net, masks, stock_pooling=not inference.pays_off(device) or compiler != "none")
+    modules = speed.variants(net, masks, stock_pooling=speed.stock_pooling_for(device, compiler))
     records = speed.measure(modules, net.input_shape, batch_sizes, device, repeats=repeats, warmup=10,
                             threads=threads, memory_format=memory_format, compiler=compiler)
     return {"arch": arch, "architecture": compression.architecture(net, masks), "records": records,

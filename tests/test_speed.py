@@ -167,3 +167,9 @@ def test_a_compiled_graph_that_differs_from_its_module_is_refused():
     with pytest.raises(ValueError, match=r"torchscript graph of variant slim gives outputs of shape \[2, 4\], its "
                                          r"module \[3, 6\]"):
         speed.compiled_variants({"slim": RowsOfTheTracedBatch()}, "torchscript", (4,), torch.device("cpu"))
+
+
+def test_torch_pooling_is_timed_on_cuda_and_under_a_compiler_and_the_rewrite_on_eager_cpu():
+    assert not speed.stock_pooling_for(torch.device("cpu"))
+    assert speed.stock_pooling_for(torch.device("cpu"), "torchscript")
+    assert speed.stock_pooling_for(torch.device("cuda"))
