@@ -22,8 +22,7 @@ A run killed after a method's training resumes from its checkpoints with the sam
 OUT/dense/model.pt``). It prints per epoch the loss, KL and errors (the training loop's progress lines) and finally
 one line per method, and writes everything to ``OUT/summary.json``. The budgets are far below the paper's (200 + 100
 epochs on CIFAR-10): its figures show stability and the pipeline on real data, not the paper's errors or compression
-rates. The KL is
-scaled by the size of the training subset, so a subset prunes harder than the full set would.
+rates. The KL is scaled by the size of the training subset, so a subset prunes harder than the full set would.
 """
 from __future__ import annotations
 
