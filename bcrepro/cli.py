@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, cpu_memory, data, models, slim, speed, tracking
+from . import bitstream, compression, cpu_memory, data, gpu_slots, models, slim, speed, tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .evaluation import PrefixReusingErrorRate
@@ -60,6 +60,29 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
+
+
+def job_device(args) -> torch.device:
+    """The device of a training or compression job: ``--device``, and with ``--gpu-slots DIR`` on a machine with
+    several visible GPUs, the GPU of a slot claimed in ``DIR`` (``bcrepro.gpu_slots``), so that jobs running at once
+    spread over the GPUs, at most ``--jobs-per-gpu`` on each."""
+    device = resolve_device(args.device)
+    if device.type != "cuda" or not getattr(args, "gpu_slots", None) or torch.cuda.device_count() < 2:
+        return device
+    index = gpu_slots.claim(Path(args.gpu_slots), gpu_slots.cuda_device_ids(), args.jobs_per_gpu)
+    if index is None:
+        return device
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--gpu-slots", metavar="DIR",
+                        help="with several GPUs, claim a slot of the least busy one in this shared folder (the "
+                             "workflow passes results/gpu_slots); without it every job uses the first visible GPU")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1,
+                        help="jobs that may share one GPU (with --gpu-slots); default 1")
 
 
 def read_params_file(path: str | None) -> dict:
@@ -122,7 +145,8 @@ def cell_run(args, run: dict, out: Path) -> tracking.CellRun:
 
 def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
     method = get_method(method_name)
-    net = models.build(arch, method.layer_factory(arch, params), num_classes=splits.num_classes)
+    options = {"dropout": True} if params.get("dropout") else {}  # the dense VGG recipe's dropout (models.vgg16)
+    net = models.build(arch, method.layer_factory(arch, params), num_classes=splits.num_classes, **options)
     if method.attach is not None:
         method.attach(net, params)
     if tuple(net.input_shape) != tuple(splits.input_shape):
@@ -142,18 +166,27 @@ def init_from_dense(net: models.Net, path: Path) -> None:
     if not path.exists():
         raise UsageError(f"--init {path} does not exist (expected a dense run's {MODEL_FILE})")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    dense = models.build(net.arch, num_classes=net.num_classes)
-    try:
-        dense.load_state_dict(state)
-    except RuntimeError as err:
-        raise UsageError(f"--init {path} is not a dense {net.arch} state dict: {err}") from None
-    net_state = net.state_dict()
-    # Batch-norm and any other non-prunable state has the same names in both nets.
-    net.load_state_dict({**net_state, **{k: v for k, v in state.items() if k in net_state}})
+    dense = None
+    # The dense VGG recipe has dropout modules, which shift the positions (and names) of the layers after them.
+    for dropout in (False, True):
+        candidate = models.build(net.arch, num_classes=net.num_classes, **({"dropout": True} if dropout else {}))
+        try:
+            candidate.load_state_dict(state)
+        except (RuntimeError, TypeError) as err:
+            error = err
+            continue
+        dense = candidate
+        break
+    if dense is None:
+        raise UsageError(f"--init {path} is not a dense {net.arch} state dict: {error}")
     with torch.no_grad():
         for target, source in zip(net.prunable_layers(), dense.prunable_layers()):
             (target.weight_mu if hasattr(target, "weight_mu") else target.weight).copy_(source.weight)
             (target.bias_mu if hasattr(target, "bias_mu") else target.bias).copy_(source.bias)
+        # batch norm, in order (names differ where only one of the two networks has dropout)
+        norms = [[m for m in n.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] for n in (net, dense)]
+        for target, source in zip(*norms):
+            target.load_state_dict(source.state_dict())
 
 
 def epoch_metrics(record: dict) -> dict:
@@ -176,7 +209,7 @@ def cmd_train(args) -> None:
     params = scale_epochs(method.params_for(args.arch, overrides), args.epoch_scale)
     if args.epochs is not None:
         params["epochs"] = args.epochs
-    device = resolve_device(args.device)
+    device = job_device(args)
     out = Path(args.out)
     run = {"arch": args.arch, "method": args.method, "dataset": args.dataset, "seed": args.seed,
            "data_root": args.data_root, "download": not args.no_download, "device": str(device),
@@ -197,7 +230,7 @@ def cmd_train(args) -> None:
     net = build_net(args.arch, args.method, params, splits)
     if args.init:
         init_from_dense(net, Path(args.init))
-    elif method.starts_from_dense:
+    elif method.starts_from(args.arch):
         log.warning("%s starts from a dense reference in the paper's table; training from scratch (no --init)",
                     args.method)
     if method.prepare is not None and not (out / CHECKPOINT).exists():
@@ -245,7 +278,7 @@ def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits
 
 def cmd_compress(args) -> None:
     out = Path(args.run)
-    device = resolve_device(args.device)
+    device = job_device(args)
     run, splits, net = load_trained(out, device)
     # the threshold search and curve evaluate hundreds of networks differing in one layer: reuse what they share
     validation = PrefixReusingErrorRate(splits.val_x, splits.val_y) if len(splits.val_y) else None
@@ -425,7 +458,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never try to download missing data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="override the configured number of epochs")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    add_device_args(p)
     p.add_argument("--init", help="a dense run's model.pt to start from")
     p.add_argument("--params", help="YAML file of hyper-parameter overrides for this method")
     p.add_argument("--params-json", help="hyper-parameter overrides as a JSON object (applied after --params)")
@@ -439,7 +472,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("compress", help="prune, reduce precision and account a trained run")
     p.add_argument("--run", required=True, help="a run directory written by `bcrepro train`")
-    p.add_argument("--device", default="auto")
+    add_device_args(p)
     add_tracking_args(p)
     p.set_defaults(func=cmd_compress)
 

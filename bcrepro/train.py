@@ -150,10 +150,31 @@ def _rng_state(generator: torch.Generator) -> dict:
 
 
 def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Restore the RNG states of a checkpoint read by ``read_checkpoint`` (CPU byte tensors, whatever the device).
+
+    The CUDA states are restored for the devices this process sees: a run resumed on fewer GPUs restores the first
+    ones, a run resumed on CPU (or moved from CPU to a GPU) keeps the CUDA generators as they are. The shuffling
+    generator lives on the device of the training data: a run resumed on another device type cannot continue the
+    same batch order, and says so."""
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["shuffle"])
+    try:
+        generator.set_state(state["shuffle"])
+    except RuntimeError as err:
+        raise ValueError(f"the checkpoint's batch-shuffling state does not fit this run's {generator.device} "
+                         f"generator ({err}); a run cannot move between CPU and CUDA mid-way: resume it on the "
+                         f"device type it started on, or delete the checkpoint to start again") from None
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint with every tensor on the CPU.
+
+    ``load_state_dict`` copies the model's and the optimiser's tensors onto the device of the parameters they belong
+    to; the RNG states must stay CPU byte tensors (``torch.set_rng_state``, ``Generator.set_state`` and
+    ``torch.cuda.set_rng_state`` accept nothing else), so nothing is mapped to the training device here."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _save_atomically(obj, path: Path) -> None:
@@ -201,7 +222,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
 
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = read_checkpoint(checkpoint_path)
         if state["config"] != dataclasses.asdict(config):
             raise ValueError(f"{checkpoint_path} was written with a different training config "
                              f"({state['config']}) than this run ({dataclasses.asdict(config)}); "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -61,6 +62,7 @@ def training_speed(method: str, steps: int, batch: int, device: torch.device, ou
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
 
+    shutil.rmtree(out / method, ignore_errors=True)  # a rerun in the same workdir must train again, not resume
     history = train(net, splits, config, out / method, device, after_step=after_step)
     second_epoch = stamps[steps:]
     per_step = statistics.median(b - a for a, b in zip(second_epoch, second_epoch[1:]))

@@ -225,3 +225,47 @@ def test_stage_writes_a_stamp_and_offline_missing_data_is_the_library_error(tmp_
                    "--out", tmp_path / "mnist.json")
     assert done.returncode == 1 and "dataset 'mnist' not found" in done.stderr
     assert not (tmp_path / "mnist.json").exists()
+
+
+def test_bc_starts_from_the_dense_reference_on_vgg_only():
+    """Paper §5: VGG-16 is compressed from a pretrained network; the LeNets train from scratch."""
+    for name in ("bc-gnj", "bc-ghs"):
+        method = get_method(name)
+        assert method.starts_from("vgg16")
+        assert not method.starts_from("lenet5") and not method.starts_from("lenet300")
+    assert get_method("dc").starts_from("lenet5")
+
+
+def test_the_dense_vgg_recipe_trains_with_dropout():
+    params = get_method("dense").params_for("vgg16")
+    splits = load_dataset("synthetic", validation_size=0, synthetic_train=8, synthetic_test=8,
+                          synthetic_shape=(3, 32, 32))
+    net = cli.build_net("vgg16", "dense", params, splits)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 10
+    lenet = cli.build_net("lenet5", "dense", get_method("dense").params_for("lenet5"),
+                          load_dataset("synthetic", validation_size=0, synthetic_train=8, synthetic_test=8))
+    assert not any(isinstance(m, torch.nn.Dropout) for m in lenet.modules())
+
+
+def test_init_from_a_dense_vgg_with_dropout_copies_weights_and_batch_norm(tmp_path):
+    """Dropout modules shift the names of the dense VGG's later layers: weights and batch-norm statistics are matched
+    by position, so the BC VGG (no dropout) gets each one from the right layer."""
+    torch.manual_seed(0)
+    dense = models.build("vgg16", dropout=True)
+    with torch.no_grad():
+        for norm in (m for m in dense.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 2)
+    torch.save(dense.state_dict(), tmp_path / "model.pt")
+    method = get_method("bc-gnj")
+    net = models.build("vgg16", method.layer_factory("vgg16", method.params_for("vgg16")))
+    cli.init_from_dense(net, tmp_path / "model.pt")
+    for bayes, plain in zip(net.prunable_layers(), dense.prunable_layers()):
+        assert torch.equal(bayes.weight_mu, plain.weight)
+    norms = [[m for m in n.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] for n in (net, dense)]
+    assert len(norms[0]) == len(norms[1]) == 14
+    for target, source in zip(*norms):
+        assert torch.equal(target.running_mean, source.running_mean)
+        assert torch.equal(target.weight, source.weight)
+

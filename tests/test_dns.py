@@ -97,3 +97,17 @@ def test_dns_from_a_dense_reference_prunes_while_the_error_stays_low(tmp_path, d
     assert sorted(records) == ["csr", "masked", "original", "slim"]
     assert records["csr"]["macs_per_example"] == metrics["nonzero_weights"]  # one multiply-add per kept weight
     assert records["original"]["macs_per_example"] == metrics["total_weights"]
+
+
+def test_surgery_reads_the_thresholds_once_not_every_step():
+    """On a GPU each read of a threshold buffer makes the host wait for the device. A 'meta' buffer stands in for a
+    device one here: it cannot be read at all, so any per-step read fails."""
+    net, hp = _dns_net([5, 5, 5])
+    surgery = dns.after_step(net, hp)
+    surgery(0)  # reads the thresholds (after a resume, the loaded ones)
+    first = [layer.mask.clone() for layer in net.prunable_layers()]
+    for layer in net.prunable_layers():
+        layer.threshold = torch.full((), float("nan"), device="meta")
+    for iteration in range(1, 4):
+        surgery(iteration)
+    assert all(torch.equal(m, layer.mask) for m, layer in zip(first, net.prunable_layers()))  # same t, same weights

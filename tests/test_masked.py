@@ -68,3 +68,19 @@ def test_deterministic_and_slim_nets_compute_the_masked_network():
         pruned = C.deterministic_net(net, masks)
         assert torch.allclose(pruned(x), net.eval()(x), atol=1e-5)  # removing unit 5 changes nothing
         assert torch.allclose(slim.slim_net(pruned, masks)(x), pruned(x), atol=1e-5)
+
+
+def test_the_forward_pass_of_a_shared_layer_never_reads_its_centroid_count():
+    """The count of codebook entries is a buffer (checkpointed) and a Python number (read every forward pass): on a
+    GPU, reading the buffer each step would make the host wait for the device. A 'meta' buffer cannot be read."""
+    torch.manual_seed(0)
+    layer = MaskedLinear(20, 5, codebook_size=8)
+    layer.share_weights()
+    x = torch.randn(3, 20)
+    expected = layer(x)
+    fresh = MaskedLinear(20, 5, codebook_size=8)
+    fresh.load_state_dict(layer.state_dict())
+    assert fresh.shared and fresh.codebook_entries() == int(layer.n_centroids) > 0
+    fresh.n_centroids = torch.zeros((), dtype=torch.int64, device="meta")
+    torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)
+    assert not MaskedLinear(20, 5, codebook_size=8).shared

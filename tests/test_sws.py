@@ -121,3 +121,23 @@ def test_gamma_hyperprior_is_minimised_at_its_mode():
             prior.log_precisions[0] = log_lam
         values.append(float(prior.neg_log_hyperprior().detach()))
     assert values[1] < values[0] and values[1] < values[2]
+
+
+def test_one_block_off_the_cpu_gives_the_blockwise_values(monkeypatch):
+    """Off the CPU the prior runs as one block (a few kernels instead of hundreds per step); the result is the same
+    sum, to rounding."""
+    from bcrepro.layers import mixture_prior
+    assert mixture_prior.block_size(torch.empty(100_000, device="meta")) == 100_000
+    assert mixture_prior.block_size(torch.empty(100_000)) == mixture_prior.CHUNK
+    torch.manual_seed(2)
+    w = (torch.randn(3000, dtype=torch.float64) * 0.3).requires_grad_()
+    means = torch.linspace(-0.5, 0.5, 5, dtype=torch.float64)
+    log_lam = torch.tensor([3.0, 2.0, 4.0, 5.0, 1.5], dtype=torch.float64)
+    log_pis = torch.log_softmax(torch.randn(5, dtype=torch.float64), 0)
+    results = []
+    for block in (37, 3000):
+        monkeypatch.setattr(mixture_prior, "block_size", lambda weights, block=block: block)
+        value = mixture_prior._MixtureNegLogLikelihood.apply(w, means, log_lam, log_pis)
+        results.append((value.detach(), torch.autograd.grad(value, w)[0]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-12, atol=1e-15)

@@ -147,3 +147,34 @@ def test_sgd_with_momentum_and_weight_decay_is_available(tmp_path):
     assert not torch.equal(before, net.prunable_layers()[0].weight)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(epochs=1, batch_size=8, lr=1e-3, optimizer="rmsprop")
+
+
+def test_a_finished_checkpoint_resumes_on_another_device_without_touching_its_rng_states(tmp_path):
+    """The resume path maps nothing to the training device: a GPU run rerun after its last epoch (preempted between
+    the checkpoint and model.pt, or a rerun with no steps left) restores CPU RNG states. The 'meta' device stands in
+    for CUDA here: mapping the checkpoint to it, as ``map_location=device`` did, hands ``torch.set_rng_state`` a
+    tensor that is not a CPU ByteTensor and fails the same way."""
+    net, splits, config = _setup()
+    full = train(net, splits, config, tmp_path, torch.device("cpu"))
+    other, _, _ = _setup(seed=1)
+    resumed = train(other, splits, config, tmp_path, torch.device("meta"))  # no epoch left to run
+    assert resumed == full
+    assert all(p.device.type == "meta" for p in other.parameters())
+
+
+def test_checkpoint_rng_states_are_cpu_byte_tensors(tmp_path):
+    from bcrepro.train import CHECKPOINT, read_checkpoint
+    net, splits, config = _setup()
+    config.epochs = 1
+    train(net, splits, config, tmp_path, torch.device("cpu"))
+    rng = read_checkpoint(tmp_path / CHECKPOINT)["rng"]
+    for state in (rng["torch"], rng["shuffle"]):
+        assert state.device.type == "cpu" and state.dtype == torch.uint8
+
+
+def test_a_shuffling_state_of_another_device_type_is_one_clear_error(tmp_path):
+    """A CUDA generator's state (16 bytes: seed and offset) cannot seed the CPU one, and the other way round."""
+    from bcrepro.train import _set_rng_state
+    cuda_like = {"torch": torch.get_rng_state(), "shuffle": torch.zeros(16, dtype=torch.uint8)}
+    with pytest.raises(ValueError, match="cannot move between CPU and CUDA mid-way"):
+        _set_rng_state(cuda_like, torch.Generator())

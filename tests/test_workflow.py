@@ -219,14 +219,22 @@ def test_a_training_job_killed_half_way_resumes_when_the_workflow_is_rerun(tmp_p
 
 @pytest.mark.slow
 def test_slurm_profile_requests_a_gpu_for_training_jobs_only(tmp_path):
+    """Training through fake SLURM on this CPU machine (device=cpu: the profile's GPU request still goes to sbatch),
+    then compression with the profile's own settings (device=cuda for training): compression jobs run on the CPU
+    partition with their own device, cpu, and succeed."""
     state = tmp_path / "slurm"
     # The plugin checks the profile's account against sacctmgr: this fake cluster knows the profile's placeholder.
     env = {**os.environ, "PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state),
            "FAKE_SLURM_ACCOUNTS": "PLACEHOLDER_ACCOUNT"}
-    targets = ["results/runs/lenet300/dense/seed0/model.pt", "results/runs/lenet300/bc-gnj/seed0/metrics.json"]
+    polling = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
+    trained = ["results/runs/lenet300/dense/seed0/model.pt", "results/runs/lenet300/bc-gnj/seed0/model.pt"]
     result = snakemake(tmp_path, "--configfile", str(TINY), "--config", "device=cpu", "mlflow_mode=deferred",
-                       "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-                       *targets, profile=str(REPO / "profiles" / "slurm"), env=env)
+                       *polling, *trained, profile=str(REPO / "profiles" / "slurm"), env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # The profile's own settings; the trained models stand (only their device parameter changed).
+    result = snakemake(tmp_path, "--configfile", str(TINY), "--rerun-triggers", "mtime", *polling,
+                       "results/runs/lenet300/bc-gnj/seed0/metrics.json", profile=str(REPO / "profiles" / "slurm"),
+                       env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     calls = (state / "sbatch.calls").read_text().splitlines()
     by_rule = {re.search(r"--comment\\? ?=?rule_(\w+?)_wildcards", call).group(1): call for call in calls}
@@ -235,7 +243,27 @@ def test_slurm_profile_requests_a_gpu_for_training_jobs_only(tmp_path):
         assert "--gpus=1" in by_rule[rule] and "-p PLACEHOLDER_GPU_PARTITION" in by_rule[rule]
     assert "--gpus" not in by_rule["compress"] and "--gres" not in by_rule["compress"]
     assert "-p PLACEHOLDER_CPU_PARTITION" in by_rule["compress"] and "-A PLACEHOLDER_ACCOUNT" in by_rule["compress"]
+    assert "--device cpu" in by_rule["compress"] or "--device cpu" in result.stdout + result.stderr
     run_dir = tmp_path / "results/runs/lenet300/bc-gnj/seed0"
     assert (run_dir / "metrics.json").exists()
     assert (run_dir / tracking.EVENTS_FILE).exists()        # deferred: the jobs wrote events, not to a database
     assert not (tmp_path / "results" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("argv, env_profile, expected", [
+    (["snakemake", "--cores", "all"], "", {"gpu": 2}),
+    (["snakemake", "--profile", "profiles/slurm"], "", None),
+    (["snakemake", "--executor", "slurm"], "", None),
+    (["snakemake"], "/home/me/.config/snakemake/slurm", None),
+])
+def test_default_profile_counts_a_workstations_gpus_but_never_limits_a_cluster(monkeypatch, argv, env_profile,
+                                                                               expected):
+    import glob
+
+    import yte
+
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/nvidia0", "/dev/nvidia1"] if "nvidia" in pattern else [])
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("SNAKEMAKE_PROFILE", env_profile)
+    profile = yte.process_yaml((REPO / "profiles" / "default" / "profile.yaml").read_text())
+    assert profile.get("resources") == expected

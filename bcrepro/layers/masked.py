@@ -43,10 +43,18 @@ class _Masked:
             self.centroids = nn.Parameter(torch.zeros(codebook_size))  # trained only once shared
             self.register_buffer("assignments", torch.full_like(self.weight, -1, dtype=torch.int64))
             self.register_buffer("n_centroids", torch.tensor(0))  # 0 until share_weights(); then k <= codebook_size
+        # The same count as a Python number: the forward pass asks ``shared`` every step, and reading a buffer on a
+        # GPU would make the host wait for the device each time. Kept in step by share_weights and state-dict loads.
+        self._entries = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.codebook_size is not None and prefix + "n_centroids" in state_dict:
+            self._entries = int(state_dict[prefix + "n_centroids"])
 
     @property
     def shared(self) -> bool:
-        return self.codebook_size is not None and int(self.n_centroids) > 0
+        return self.codebook_size is not None and self._entries > 0
 
     def weight_mask(self) -> torch.Tensor:
         """Weights kept.  # bool, weight shape"""
@@ -60,10 +68,11 @@ class _Masked:
         self.centroids[:codebook.n_entries] = codebook.centroids.to(self.centroids)
         self.assignments.copy_(codebook.assignments)
         self.n_centroids.fill_(codebook.n_entries)
+        self._entries = int(codebook.n_entries)
 
     def codebook_entries(self) -> int | None:
         """Entries of the codebook once shared (each stored at 32 bits); None before."""
-        return int(self.n_centroids) if self.shared else None
+        return self._entries if self.shared else None
 
     def inference_weight(self) -> torch.Tensor:
         """The weights the forward pass uses: masked, shared values once quantised (straight-through for DNS: the

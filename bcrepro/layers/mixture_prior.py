@@ -20,7 +20,13 @@ from torch import nn
 
 _LOG_2PI = math.log(2 * math.pi)
 MAX_LOG_PRECISION = math.log(1e6)  # sigma^2 >= 1e-6 (baselines.md §6)
-CHUNK = 1 << 14  # weights per block of the [n, J] responsibilities, so the working set stays in cache
+CHUNK = 1 << 14  # weights per block of the [n, J] responsibilities on CPU, so the working set stays in cache
+
+
+def block_size(w: torch.Tensor) -> int:
+    """Weights per block of the [n, J] responsibilities: cache-sized blocks on CPU; one block elsewhere, where every
+    block is a handful of kernel launches (hundreds per LeNet step) and the device has memory to spare."""
+    return CHUNK if w.device.type == "cpu" else max(1, w.numel())
 
 
 class _MixtureNegLogLikelihood(torch.autograd.Function):
@@ -46,8 +52,9 @@ class _MixtureNegLogLikelihood(torch.autograd.Function):
         grad_w = torch.empty_like(w)
         sums = w.new_zeros(3, means.numel())  # sum_i r_ij, sum_i r_ij d_ij, sum_i r_ij d_ij^2
         total = w.new_zeros(())
-        for start in range(0, w.numel(), CHUNK):
-            d = w[start:start + CHUNK, None] - means  # [c, J]
+        block = block_size(w)
+        for start in range(0, w.numel(), block):
+            d = w[start:start + block, None] - means  # [c, J]
             d_sq = d * d
             r = d_sq * (-0.5 * lam) + const  # log terms, turned into responsibilities in place (one exp)
             top = r.amax(dim=1, keepdim=True)
@@ -59,7 +66,7 @@ class _MixtureNegLogLikelihood(torch.autograd.Function):
             sums[2] += d_sq.mul_(r).sum(0)
             rd = d.mul_(r)
             sums[1] += rd.sum(0)
-            grad_w[start:start + CHUNK] = rd @ lam
+            grad_w[start:start + block] = rd @ lam
         ctx.save_for_backward(grad_w, sums, lam)
         ctx.weight_shape = w_shape
         return total

@@ -57,11 +57,16 @@ _VGG_STATISTIC = ["noise"] * 13 + ["magnitude"] * 2
 _GHS_HP = {arch: dict(hp, tau0=1e-5, sa_kl="exact", statistic="magnitude") for arch, hp in _GNJ_HP.items()}
 _GHS_HP["vgg16"]["statistic"] = _VGG_STATISTIC
 
+# Paper §5: VGG-16 is compressed from a pretrained network (its lower learning rate is chosen for that); the LeNets are
+# trained from scratch.
+_FROM_DENSE = frozenset({"vgg16"})
+
 BC_GNJ = register(Method(
     name="bc-gnj",
     description="Bayesian compression, group normal-Jeffreys prior (Louizos et al. 2017 §4.1)",
     layer_factory=_factory(LinearGroupNJ, Conv2dGroupNJ),
     hyperparameters=_GNJ_HP,
+    starts_from_dense=_FROM_DENSE,
     group_sparse=True,
 ))
 
@@ -71,5 +76,6 @@ BC_GHS = register(Method(
     layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("tau0", "sa_kl"),
                            per_layer_keys=("clip_var", "statistic")),
     hyperparameters=_GHS_HP,
+    starts_from_dense=_FROM_DENSE,
     group_sparse=True,
 ))

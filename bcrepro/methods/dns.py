@@ -52,13 +52,16 @@ def prepare(net, hp: dict) -> None:
 
 def after_step(net, hp: dict):
     layers = list(zip(net.prunable_layers(), hp["iter_stop"]))
+    thresholds: list[float] = []  # read from the buffers once, at the first step (after a resume has loaded them)
 
     def surgery(iteration: int) -> None:
+        if not thresholds:
+            thresholds.extend(float(layer.threshold) for layer, _ in layers)  # one device read per run, not per step
         probability = (1.0 + hp["surgery_gamma"] * iteration) ** -hp["surgery_power"]
-        for layer, iter_stop in layers:
-            # one draw per layer and iteration, as each Caffe layer draws its own (torch's RNG: checkpointed)
+        for (layer, iter_stop), threshold in zip(layers, thresholds):
+            # one draw per layer and iteration, as each Caffe layer draws its own (torch's CPU RNG: checkpointed)
             if iteration < iter_stop and probability > float(torch.rand(())):
-                update_mask(layer.weight, layer.mask, float(layer.threshold))
+                update_mask(layer.weight, layer.mask, threshold)
     return surgery
 
 

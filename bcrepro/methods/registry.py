@@ -17,7 +17,8 @@ class Method:
 
     ``hyperparameters[arch]`` are plain values with the source of each in a comment in the method's file; every key
     can be overridden from a params file. ``layer_factory(arch, hp)`` gives the layers the architecture is built from.
-    ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``.
+    ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``; True for
+    every architecture, or the architectures where it does (``starts_from(arch)`` answers).
     ``group_sparse``: compression removes whole units and filters, so a slimmed model exists and the workflow measures
     its speed-up.
     ``attach(net, hp)``: right after the network is built, every time (modules the method adds to it, such as SWS's
@@ -31,12 +32,18 @@ class Method:
     description: str
     layer_factory: Callable[[str, dict], LayerFactory]
     hyperparameters: dict[str, dict] = field(default_factory=dict)
-    starts_from_dense: bool = False
+    starts_from_dense: bool | frozenset[str] = False
     group_sparse: bool = False
     attach: Callable[[nn.Module, dict], None] | None = None
     prepare: Callable[[nn.Module, dict], None] | None = None
     finalize: Callable[[nn.Module, dict], None] | None = None
     after_step: Callable[[nn.Module, dict], Callable[[int], None]] | None = None
+
+    def starts_from(self, arch: str) -> bool:
+        """Whether this method's cell on ``arch`` starts from the dense reference (``--init``)."""
+        if isinstance(self.starts_from_dense, bool):
+            return self.starts_from_dense
+        return arch in self.starts_from_dense
 
     def params_for(self, arch: str, overrides: dict | None = None) -> dict:
         """The hyper-parameters for ``arch`` with ``overrides`` applied; unknown override keys are an error."""

@@ -43,6 +43,7 @@ DENSE_CIFAR = dict(
     kl_warmup_epochs=0,
     weight_decay=5e-4,
     augment=True,
+    dropout=True,             # cifar.torch's VGG: dropout 0.4 inside the conv blocks and 0.5 in the head (models.vgg16)
     validation_size=5000,     # held out of the 50k training images
 )
 

@@ -31,6 +31,7 @@ validate(config, "../schemas/config.schema.yaml")
 RUNS = "results/runs"
 RUN = RUNS + "/{arch}/{method}/seed{seed}"
 LOGS = "results/logs"
+GPU_SLOTS = "results/gpu_slots"  # lock files by which CUDA jobs spread over a machine's GPUs (bcrepro.gpu_slots)
 BENCHMARKS = "results/benchmarks"
 BCREPRO = f"{shlex.quote(sys.executable)} -m bcrepro"
 # Rough CPU minutes per epoch at the paper's batch size, for the cluster's time limit (doubled below for safety).
@@ -118,11 +119,11 @@ def tracking_args(rule_name):
             f"--mlflow-mode {config['mlflow_mode']} --rule {rule_name}")
 
 
-def uses_gpu():
-    """Training jobs ask for a GPU when the configured device is CUDA (or auto on a machine that has one)."""
-    if config["device"] == "cuda":
+def uses_gpu(device):
+    """A job asks for a GPU when its configured device is CUDA (or auto on a machine that has one)."""
+    if device == "cuda":
         return 1
-    if config["device"] == "auto":
+    if device == "auto":
         import torch
 
         return int(torch.cuda.is_available())

@@ -15,14 +15,18 @@ rule compress:
         BENCHMARKS + "/compress/{arch}_{method}_seed{seed}.tsv"
     params:
         out=RUN,
-        device=config["device"],
+        device=config["compress"]["device"],
+        gpu_slots=GPU_SLOTS,
+        jobs_per_gpu=config["gpu_jobs_per_device"],
         tracking=tracking_args("compress"),
     resources:
+        gpu=uses_gpu(config["compress"]["device"]),
         mem_mb=4000,
         runtime=60,
     threads: 2
     shell:
-        "{BCREPRO} compress --run {params.out:q} --device {params.device} {params.tracking} > {log:q} 2>&1"
+        "{BCREPRO} compress --run {params.out:q} --device {params.device} --gpu-slots {params.gpu_slots:q} "
+        "--jobs-per-gpu {params.jobs_per_gpu} {params.tracking} > {log:q} 2>&1"
 
 
 rule speedup:
@@ -44,6 +48,7 @@ rule speedup:
         compile=config["speedup"]["compile"],
         tracking=tracking_args("speedup"),
     resources:
+        gpu=uses_gpu(config["speedup"]["device"]),
         mem_mb=8000,
         runtime=60,
     threads: config["speedup"]["threads"]

@@ -4,6 +4,7 @@ where the method starts from one. A job killed half-way resumes from its checkpo
 TRAIN_SHELL = (
     "{BCREPRO} train --arch {wildcards.arch} --method {params.method} --dataset {params.dataset} "
     "--data-root {params.data_root:q} {params.download} --seed {wildcards.seed} --device {params.device} "
+    "--gpu-slots {params.gpu_slots:q} --jobs-per-gpu {params.jobs_per_gpu} "
     "--epoch-scale {params.epoch_scale} --params-json {params.hyperparameters:q} {params.init} "
     "--out {params.out:q} {params.tracking} > {log:q} 2>&1"
 )
@@ -16,7 +17,7 @@ def train_params(wildcards):
 
 def train_inputs(wildcards):
     inputs = {"data": f"results/data/{dataset(wildcards.arch)}.json", "store": store_input(wildcards)}
-    if get_method(wildcards.get("method", "dense")).starts_from_dense:
+    if get_method(wildcards.get("method", "dense")).starts_from(wildcards.arch):
         inputs["init"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
     return inputs
 
@@ -41,13 +42,15 @@ rule pretrain:
         data_root=config["data_root"],
         download="" if config["download"] else "--no-download",
         device=config["device"],
+        gpu_slots=GPU_SLOTS,
+        jobs_per_gpu=config["gpu_jobs_per_device"],
         epoch_scale=config["epoch_scale"],
         hyperparameters=train_params,
         init="",
         out=RUNS + "/{arch}/dense/seed{seed}",
         tracking=tracking_args("pretrain"),
     resources:
-        gpu=uses_gpu(),
+        gpu=uses_gpu(config["device"]),
         mem_mb=4000,
         runtime=train_runtime,
     threads: 2
@@ -73,13 +76,15 @@ rule train:
         data_root=config["data_root"],
         download="" if config["download"] else "--no-download",
         device=config["device"],
+        gpu_slots=GPU_SLOTS,
+        jobs_per_gpu=config["gpu_jobs_per_device"],
         epoch_scale=config["epoch_scale"],
         hyperparameters=train_params,
         init=init_option,
         out=RUN,
         tracking=tracking_args("train"),
     resources:
-        gpu=uses_gpu(),
+        gpu=uses_gpu(config["device"]),
         mem_mb=4000,
         runtime=train_runtime,
     threads: 2
