@@ -276,14 +276,43 @@ def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits
     return run, splits, net
 
 
+def parse_json_option(name: str, text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{name} is not valid JSON ({err}): {text!r}") from None
+
+
+def reference_validation_error(reference: Path, run: dict, splits: data.DataSplits, device: torch.device) -> float:
+    """The dense reference's error (percent) on this run's validation split: the threshold budget is stated
+    against it. The reference must have been trained on the same data with the same hold-out."""
+    ref_run, ref_splits, ref_net = load_trained(reference, device)
+    if ref_run["dataset"] != run["dataset"] or len(ref_splits.val_y) != len(splits.val_y) or not torch.equal(
+            ref_splits.val_y, splits.val_y):
+        raise UsageError(f"--reference-run {reference} was trained on {ref_run['dataset']} with "
+                         f"{len(ref_splits.val_y)} validation images, this run on {run['dataset']} with "
+                         f"{len(splits.val_y)}: the reference's validation error would be measured on other images")
+    error = error_rate(ref_net, splits.val_x, splits.val_y)
+    log.info("reference %s (%s): %.2f %% validation error", reference, ref_run["method"], error)
+    return error
+
+
 def cmd_compress(args) -> None:
     out = Path(args.run)
     device = job_device(args)
     run, splits, net = load_trained(out, device)
+    thresholds = run["params"].get("thresholds")
+    if args.thresholds_json is not None:
+        thresholds = parse_json_option("--thresholds-json", args.thresholds_json)
+    if args.reference_run is not None:
+        thresholds = {**(thresholds or {}), "reference_error_pct": reference_validation_error(
+            Path(args.reference_run), run, splits, device)}
     # the threshold search and curve evaluate hundreds of networks differing in one layer: reuse what they share
     validation = PrefixReusingErrorRate(splits.val_x, splits.val_y) if len(splits.val_y) else None
-    result = compression.compress(net, run["params"].get("thresholds"), validation,
-                                  lambda module: error_rate(module, splits.test_x, splits.test_y))
+    result = compression.compress(net, thresholds, validation,
+                                  lambda module: error_rate(module, splits.test_x, splits.test_y),
+                                  frontier_budgets=(thresholds or {}).get("frontier",
+                                                                          compression.DEFAULT_FRONTIER_BUDGETS))
     precision = result.precision
     deployable = result.quantized_net if result.quantized_net is not None else result.pruned_net
     compressed_bytes = compression.save_compressed(
@@ -472,6 +501,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("compress", help="prune, reduce precision and account a trained run")
     p.add_argument("--run", required=True, help="a run directory written by `bcrepro train`")
+    p.add_argument("--thresholds-json", metavar="JSON",
+                   help="threshold rule instead of the run's, e.g. '{\"rule\": \"sparsest\"}' or "
+                        "'{\"rule\": \"valley\"}'")
+    p.add_argument("--reference-run", metavar="DIR",
+                   help="a dense run of the same data: the threshold budget is stated against its validation error")
     add_device_args(p)
     add_tracking_args(p)
     p.set_defaults(func=cmd_compress)

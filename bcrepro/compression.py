@@ -638,7 +638,84 @@ def select_auto(net, config: dict, evaluate: Evaluate | None):
     return thresholds, record
 
 
-THRESHOLD_RULES = {"fixed": select_fixed, "valley": select_valley, "auto": select_auto}
+def weights_per_group(net) -> list[float | None]:
+    """Per group layer, the weights (its own and those of neighbours left unconnected) that pruning one group removes,
+    averaged over its groups: measured by pruning each group alone from the unpruned net, so conv channels expanding
+    into a linear layer's inputs and input units whose source row dies are counted as the masks count them."""
+    layers = net.prunable_layers()
+    full = sum(int(kept_weight_mask(layer, mask).sum()) for layer, mask in zip(layers, full_masks(net)))
+    removed: list[float | None] = []
+    for i, statistic in enumerate(group_statistics(net)):
+        if statistic is None:
+            removed.append(None)
+            continue
+        values = np.unique(statistic)
+        if len(values) < 2:  # every group equal: no threshold separates one of them
+            removed.append(0.0)
+            continue
+        thresholds: list[float | None] = [None] * len(layers)
+        thresholds[i] = float((values[-2] + values[-1]) / 2)  # drop the groups with the largest statistic
+        masks = propagate_masks(net, thresholds)
+        kept = sum(int(kept_weight_mask(layer, mask).sum()) for layer, mask in zip(layers, masks))
+        removed.append((full - kept) / int((statistic >= thresholds[i]).sum()))
+    return removed
+
+
+def select_sparsest(net, config: dict, evaluate: Evaluate | None):
+    """``sparsest``: coordinate descent over the layers' thresholds, the layers whose groups carry the most weights
+    first, under one validation-error budget; it looks for the sparsest net the posterior allows, not for a cut.
+
+    Bound = max(unpruned validation error, ``reference_error_pct``) + ``max_error_increase`` (points, default 0.1):
+    the paper states its budget against the dense reference (0.9 % -> 1.0 %), so with the dense net's validation
+    error as ``reference_error_pct`` the budget is the same; a posterior already worse than the reference still gets
+    ``max_error_increase`` over its own error. Order: layers by the weights one pruned group removes
+    (``weights_per_group``; in LeNet-5 a conv2 channel takes its filter and its 16 fc1 inputs of every fc1 row, an fc2
+    input takes a whole fc1 row), so the budget goes first where it buys the most. Each layer in turn gets the most
+    pruning threshold that keeps the validation error within the bound given the other layers' current thresholds
+    (the ``auto`` search: thinned candidates, then bisection); passes repeat (at most ``passes``, default 3) until no
+    threshold moves, since pruning one layer can make room in another. A pass never keeps more groups than before.
+    """
+    if evaluate is None:
+        raise ValueError("threshold rule 'sparsest' needs an evaluate callable (validation error in percent of a "
+                         "split held out of the training set); use rule 'fixed' or 'valley' without one")
+    max_increase = float(config.get("max_error_increase", DEFAULT_MAX_ERROR_INCREASE))
+    max_candidates = int(config.get("max_candidates", DEFAULT_MAX_CANDIDATES))
+    passes = int(config.get("passes", 3))
+    reference = config.get("reference_error_pct")
+    if passes < 1:
+        raise ValueError(f"threshold rule 'sparsest': passes must be at least 1, got {passes}")
+    layers = net.prunable_layers()
+    statistics = group_statistics(net)
+    thresholds: list[float | None] = [None] * len(layers)
+    baseline = pruned_error(net, thresholds, evaluate)
+    bound = max(baseline, -math.inf if reference is None else float(reference)) + max_increase
+    leverage = weights_per_group(net)
+    order = sorted((i for i, s in enumerate(statistics) if s is not None), key=lambda i: -leverage[i])
+    trials, current_error, moved = [], baseline, True
+    for pass_number in range(1, passes + 1):
+        if not moved:
+            break
+        moved = False
+        for i in order:
+            before = thresholds[i]
+            candidate, error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate, bound,
+                                                              current_error, max_candidates)
+            kept_before = int(group_keep(layers[i], before).sum())
+            if int(group_keep(layers[i], candidate).sum()) < kept_before:
+                thresholds[i], current_error, moved = candidate, error, True
+            trials.append({"pass": pass_number, "layer": i, "tried": tried})
+            log.info("sparsest threshold, pass %d: layer %d keeps %d of %d groups, validation error %.2f %% "
+                     "(bound %.2f %%)", pass_number, i, int(group_keep(layers[i], thresholds[i]).sum()),
+                     len(statistics[i]), current_error, bound)
+    record = threshold_record(net, "sparsest", thresholds, max_error_increase=max_increase,
+                              max_candidates=max_candidates, passes=passes, reference_error_pct=reference,
+                              validation_error_baseline=baseline, validation_error_bound=bound,
+                              validation_error=current_error, order=order,
+                              weights_per_group=[None if w is None else float(w) for w in leverage], trials=trials)
+    return thresholds, record
+
+
+THRESHOLD_RULES = {"fixed": select_fixed, "valley": select_valley, "auto": select_auto, "sparsest": select_sparsest}
 
 
 def select_thresholds(net, config: dict | None = None, evaluate: Evaluate | None = None):
@@ -704,6 +781,45 @@ def encoded_layer(layer: nn.Module, mask: LayerMask, weight: torch.Tensor, index
                                    index_bits=index_bits)
 
 
+# ---- the error-compression frontier ----------------------------------------------------------------------------------
+DEFAULT_FRONTIER_BUDGETS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)  # points of validation error over the unpruned net
+
+
+@torch.no_grad()
+def error_compression_frontier(net, evaluate_validation: Evaluate, evaluate_test: Evaluate,
+                               budgets: Sequence[float] = DEFAULT_FRONTIER_BUDGETS,
+                               config: dict | None = None) -> list[dict]:
+    """The ``sparsest`` rule at each validation budget in ``budgets``: per point the validation and test error of the
+    pruned net and its compression after pruning, so one run shows the whole trade-off, not one threshold choice.
+    The test error is measured for the reader only; every choice is made on the validation split."""
+    layers = net.prunable_layers()
+    points = []
+    with eval_mode(net):
+        for budget in budgets:
+            thresholds, record = select_sparsest(net, {**(config or {}), "max_error_increase": float(budget)},
+                                                 evaluate_validation)
+            masks = propagate_masks(net, thresholds)
+            counts = [layer_counts(layer, m) for layer, m in zip(layers, masks)]
+            points.append({"max_error_increase": float(budget), "validation_error_pct": record["validation_error"],
+                           "test_error_pct": float(evaluate_test(deterministic_net(net, masks))),
+                           "compression_pruning": _finite_or_none(accounting.compression_pruning(counts)),
+                           "kept_weights": [c.nonzero for c in counts], "architecture": architecture(net, masks)})
+            log.info("frontier: budget +%.2f points keeps %s (%s), validation %.2f %%, test %.2f %%", budget,
+                     "-".join(map(str, points[-1]["architecture"])),
+                     "inf" if points[-1]["compression_pruning"] is None else
+                     f"{points[-1]['compression_pruning']:.1f}x", points[-1]["validation_error_pct"],
+                     points[-1]["test_error_pct"])
+    return points
+
+
+def compression_at_error(frontier: Sequence[dict], error_pct: float, key: str = "test_error_pct") -> float | None:
+    """The highest compression after pruning among frontier points whose ``key`` error is at most ``error_pct``
+    (None when no point is that accurate)."""
+    rates = [p["compression_pruning"] for p in frontier
+             if p[key] is not None and p[key] <= error_pct + 1e-9 and p["compression_pruning"] is not None]
+    return max(rates) if rates else None
+
+
 # ---- the whole step -----------------------------------------------------------------------------------------------
 @dataclass
 class CompressionResult:
@@ -727,11 +843,14 @@ def _finite_or_none(x: float | None) -> float | None:
 
 @torch.no_grad()
 def compress(net, thresholds_config: dict | None, evaluate_validation: Evaluate | None, evaluate_test: Evaluate, *,
-             curve_points: int = 15, index_bits: Sequence[int] | None = None) -> CompressionResult:
+             curve_points: int = 15, index_bits: Sequence[int] | None = None,
+             frontier_budgets: Sequence[float] | None = None) -> CompressionResult:
     """Prune, reduce precision and account; errors from ``evaluate_test`` (a network -> test error in percent).
 
     ``evaluate_validation`` (validation split held out of training) drives the ``auto`` rule and the threshold curve.
     ``index_bits``: relative-index widths per prunable layer for ``compression_max`` (default 5 linear, 8 conv).
+    ``frontier_budgets``: validation budgets of the error-compression frontier (``error_compression_frontier``;
+    None or empty: none), computed for networks with group layers when a validation split is given.
     """
     layers = net.prunable_layers()
     with eval_mode(net):
@@ -746,6 +865,10 @@ def compress(net, thresholds_config: dict | None, evaluate_validation: Evaluate 
         has_groups = any(isinstance(layer, GroupScaleLayer) for layer in layers)
         curve = (threshold_curve(net, thresholds, evaluate_validation, curve_points)
                  if evaluate_validation is not None and has_groups and curve_points > 1 else None)
+        frontier = (error_compression_frontier(net, evaluate_validation, evaluate_test, frontier_budgets,
+                                               {k: v for k, v in (thresholds_config or {}).items()
+                                                if k in ("reference_error_pct", "passes", "max_candidates")})
+                    if evaluate_validation is not None and has_groups and frontier_budgets else None)
 
     counts = [layer_counts(layer, m) for layer, m in zip(layers, masks)]
     stored_weights = [layer_weight(layer) for layer in layers] if precision is None else precision.rounded_weights
@@ -777,6 +900,7 @@ def compress(net, thresholds_config: dict | None, evaluate_validation: Evaluate 
         "empty_layers": [i for i, c in enumerate(counts) if c.nonzero == 0],
         "thresholds": record,
         "threshold_curve": curve,
+        "frontier": frontier,
     }
     return CompressionResult(metrics, thresholds, masks, pruned, quantized, precision, encoded)
 

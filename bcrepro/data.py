@@ -527,7 +527,7 @@ def synthetic_shape_for_arch(arch: str) -> tuple[int, int, int]:
     return DATASETS[dataset_for_arch(arch)].input_shape
 
 
-def load_dataset(name: str, data_root="data", download: bool = True, device="cpu", validation_size: int = 0,
+def load_dataset(name: str, data_root="data", download: bool = True, device="cpu", validation_size: int | float = 0,
                  seed: int = 0, synthetic_shape=(1, 28, 28), synthetic_train: int = SYNTHETIC_TRAIN,
                  synthetic_test: int = SYNTHETIC_TEST) -> DataSplits:
     """Load data set ``name`` (see ``DATASETS``) whole onto ``device``, preprocessed, with an optional validation set.
@@ -541,6 +541,7 @@ def load_dataset(name: str, data_root="data", download: bool = True, device="cpu
     raw = spec.load(data_root=data_root, download=download, seed=seed, synthetic_shape=synthetic_shape,
                     synthetic_train=synthetic_train, synthetic_test=synthetic_test)
     n_train = len(raw.train_y)
+    validation_size = resolve_validation_size(validation_size, n_train)
     if not 0 <= validation_size < n_train:
         raise ValueError(f"validation_size must be in [0, {n_train}) for {name!r}, got {validation_size}")
 
@@ -559,6 +560,33 @@ def load_dataset(name: str, data_root="data", download: bool = True, device="cpu
         description += f"; {validation_size} validation examples held out of the training set (seed {seed})"
     return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, tuple(train_x.shape[1:]), spec.num_classes,
                       name, description)
+
+
+VALIDATION_FRACTION = 1 / 12  # of the training images: MNIST's 60,000 give the usual 5,000
+VALIDATION_FLOOR = 1000  # images: below this one image is worth more than the 0.1-point threshold budget
+
+
+def resolve_validation_size(size: int | float, n_train: int) -> int:
+    """Validation images to hold out of ``n_train``: ``size`` itself when it is a whole number of images, else
+    ``size`` is a fraction in (0, 1) of the training images (a float or a string such as ``"1/12"``), raised to ``VALIDATION_FLOOR`` images (but never to more
+    than a quarter of the training set) so that small data sets keep a split on which a threshold budget of a tenth of
+    a point is more than noise."""
+    if isinstance(size, str):  # "1/12", as the configs write the default
+        numerator, _, denominator = size.partition("/")
+        try:
+            size = float(numerator) / float(denominator or 1)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"validation_size must be a number of images or a fraction such as '1/12', "
+                             f"got {size!r}") from None
+        if size >= 1:
+            raise ValueError(f"validation_size as a fraction must be below 1, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, float)):
+        raise ValueError(f"validation_size must be a number of images or a fraction in (0, 1), got {size!r}")
+    if isinstance(size, int) or float(size).is_integer():
+        return int(size)
+    if not 0.0 < size < 1.0:
+        raise ValueError(f"validation_size must be a number of images or a fraction in (0, 1), got {size!r}")
+    return max(round(size * n_train), min(VALIDATION_FLOOR, n_train // 4))
 
 
 def validation_split(n: int, validation_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

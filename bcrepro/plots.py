@@ -12,6 +12,8 @@ Per-run figures (``run_figures``, from a run directory ``results/runs/{arch}/{me
 
 - ``group_statistics.png``: histogram of each layer's group statistic (log alpha, -E[log z^2]) and its threshold.
 - ``threshold_curve.png``: validation error against the threshold, one layer varied at a time.
+- ``frontier.png``: validation and test error against compression after pruning as the validation budget of the
+  ``sparsest`` threshold rule grows, with the run's chosen point and the paper's Table 1 point on the same axes.
 - ``training.png``: error, groups kept and KL weight per epoch.
 - ``weights.png``: the authors' ``visualise_weights`` (reference-bc.md §1.7), linear first layers only.
 - ``pixel_importance.png``: the authors' ``visualize_pixel_importance`` (§1.7), 784-input linear first layers only.
@@ -65,7 +67,8 @@ _COMPRESSION_STAGES = (
     ("after precision reduction", "compression_precision", ("error_quantized_pct", "error_pruned_pct", "error_pct")),
 )
 
-RUN_FIGURES = ("group_statistics.png", "threshold_curve.png", "training.png", "weights.png", "pixel_importance.png")
+RUN_FIGURES = ("group_statistics.png", "threshold_curve.png", "training.png", "weights.png", "pixel_importance.png",
+               "frontier.png")
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------------------
@@ -521,6 +524,47 @@ def threshold_curves(run_dir: str | os.PathLike, out_path: str | os.PathLike) ->
     return [_save(fig, out_path)]
 
 
+def frontier(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> list[Path]:
+    """metrics.json ``frontier``: validation and test error of the pruned net against its compression after pruning
+    (log axis) at each validation budget, the run's chosen thresholds as a diamond and the paper's point as a star.
+    [] when the run has no frontier."""
+    from .paper import paper_row
+
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    metrics = _read_json(metrics_path) if metrics_path.exists() else {}
+    points = [p for p in metrics.get("frontier") or [] if p.get("compression_pruning") is not None]
+    if not points:
+        return []
+    points.sort(key=lambda p: p["compression_pruning"])
+    rate = np.array([p["compression_pruning"] for p in points], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    ax.plot(rate, [p["validation_error_pct"] for p in points], "o-", color="C0", ms=4, label="validation error")
+    ax.plot(rate, [p["test_error_pct"] for p in points], "s-", color="C1", ms=4, label="test error")
+    for p in points:
+        ax.annotate(f"+{p['max_error_increase']:g}", (p["compression_pruning"], p["validation_error_pct"]),
+                    textcoords="offset points", xytext=(3, 4), fontsize=7, color="C0")
+    chosen_rate, chosen_error = metrics.get("compression_pruning"), metrics.get("error_pruned_pct")
+    xs = list(rate)
+    if chosen_rate is not None and chosen_error is not None:
+        ax.plot([chosen_rate], [chosen_error], "D", color="C3", ms=8, zorder=5,
+                label=f"chosen ({metrics.get('thresholds', {}).get('rule', '?')}): test error")
+        xs.append(chosen_rate)
+    paper = paper_row(str(metrics.get("arch")), str(metrics.get("method")))
+    if paper is not None and paper.compression_pruning is not None:
+        ax.plot([paper.compression_pruning], [paper.error_pct], "*", color="k", ms=13, zorder=6,
+                label="paper (Table 1, test error)")
+        xs.append(paper.compression_pruning)
+    ax.set_xscale("log")
+    _log_axis(ax, "x", xs)
+    ax.set_xlabel("compression after pruning (x, log scale)")
+    ax.set_ylabel("error of the pruned net (%)")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(f"{_run_title(run_dir)}: error vs compression\n(thresholds chosen on validation data at growing "
+                 f"budgets, labelled in points)", fontsize=10)
+    return [_save(fig, out_path)]
+
+
 def training_curves(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> list[Path]:
     """history.json as two panels: train and test error per epoch; the fraction of groups kept per layer (or, for a
     dense net, the training loss), with the KL weight on a twin axis. [] without history.json or epochs."""
@@ -632,7 +676,8 @@ def pixel_importance(run_dir: str | os.PathLike, out_path: str | os.PathLike) ->
 def run_figures(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """The per-run figures that apply to ``run_dir``, written into ``out_dir`` under the names in ``RUN_FIGURES``."""
     out_dir = Path(out_dir)
-    makers = (group_statistic_histograms, threshold_curves, training_curves, first_layer_weights, pixel_importance)
+    makers = (group_statistic_histograms, threshold_curves, training_curves, first_layer_weights, pixel_importance,
+              frontier)
     written = []
     for make, name in zip(makers, RUN_FIGURES):
         written += make(run_dir, out_dir / name)

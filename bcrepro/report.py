@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bcrepro.atomic import write_text
+from bcrepro.compression import compression_at_error
 from bcrepro.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
@@ -45,17 +46,17 @@ REQUIRED_KEYS = [
 ]
 _FLOAT_COLUMNS = [
     "error_pct", "error_pruned_pct", "error_quantized_pct", "compression_pruning", "compression_precision",
-    "compression_max", "train_seconds", "speedup_cpu", "speedup_cuda",
+    "compression_max", "train_seconds", "speedup_cpu", "speedup_cuda", "compression_at_paper_error",
 ]
 _INT_COLUMNS = ["seed", "total_weights", "nonzero_weights"]
-RUN_COLUMNS = REQUIRED_KEYS + ["speedup_cpu", "speedup_cuda"]
+RUN_COLUMNS = REQUIRED_KEYS + ["speedup_cpu", "speedup_cuda", "compression_at_paper_error"]
 
 TABLE_COLUMNS = [
     "arch", "method", "dataset", "n_seeds",
     "error_pct_mean", "error_pct_std", "error_pruned_pct_mean", "error_quantized_pct_mean",
     "compression_pruning_mean", "compression_pruning_std", "compression_precision_mean", "compression_precision_std",
     "compression_max_mean", "nonzero_pct_mean", "bits", "speedup_cpu_mean", "speedup_cuda_mean",
-    "paper_dataset", "paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
+    "compression_at_paper_error_mean", "paper_dataset", "paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
     "paper_compression_max", "paper_nonzero_pct", "paper_bits", "paper_starred",
     "diff_error_pct", "diff_compression_pruning", "diff_compression_precision",
     "own_paper", "own_error_pct", "own_nonzero_pct", "own_rate", "own_rate_kind",
@@ -101,6 +102,17 @@ def _speedups(path: Path) -> dict[str, float]:
     return speedups
 
 
+def _compression_at_paper_error(metrics: dict) -> float:
+    """The most compression (after pruning) on the run's error-compression frontier whose test error is at most the
+    paper's for this cell (NaN without a frontier, a paper row, or a point that accurate)."""
+    paper = paper_row(str(metrics["arch"]), str(metrics["method"]))
+    frontier = metrics.get("frontier")
+    if paper is None or paper.error_pct is None or not frontier:
+        return math.nan
+    rate = compression_at_error(frontier, paper.error_pct)
+    return math.nan if rate is None else float(rate)
+
+
 def _read_run(path: Path) -> dict:
     metrics = _read_json(path)
     if not isinstance(metrics, dict):
@@ -118,6 +130,7 @@ def _read_run(path: Path) -> dict:
     row = {key: metrics[key] for key in REQUIRED_KEYS}
     row["bits"] = _join(metrics["bits"])
     row["architecture"] = _join(metrics["architecture"])
+    row["compression_at_paper_error"] = _compression_at_paper_error(metrics)
     speed_path = path.parent / SPEED_FILE
     row.update(_speedups(speed_path) if speed_path.exists() else {"speedup_cpu": math.nan, "speedup_cuda": math.nan})
     return row
@@ -193,6 +206,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             "bits": bits,
             "speedup_cpu_mean": group["speedup_cpu"].mean(),
             "speedup_cuda_mean": group["speedup_cuda"].mean(),
+            "compression_at_paper_error_mean": group["compression_at_paper_error"].mean(),
             "paper_dataset": PAPER_DATASET.get(arch, "") if paper is not None else "",
             "paper_error_pct": _paper_number(paper, "error_pct"),
             "paper_compression_pruning": _paper_number(paper, "compression_pruning"),
@@ -288,7 +302,7 @@ TEX = _Style(dash="--", pm=r" $\pm$ ", star=r"$^*$", escape=_tex_escape)
 
 # Headers of the human-readable comparison table, in the order of ``_comparison_cells``.
 _COMPARISON_HEADERS = ["arch", "method", "data", "seeds", "error % (mean ± std)", "paper error %",
-                       "|W≠0|/|W| %", "paper", "CR pruning", "paper", "CR precision", "paper", "CR max", "paper",
+                       "|W≠0|/|W| %", "paper", "CR pruning", "paper", "CR pruning at paper error", "CR precision", "paper", "CR max", "paper",
                        "bits", "paper bits", "own paper: error %, |W≠0|/|W| %, CR"]
 
 
@@ -299,6 +313,7 @@ def _comparison_cells(row, style: _Style) -> list[str]:
         style.number(row["nonzero_pct_mean"], 1), style.paper(row["paper_nonzero_pct"], 1),
         style.mean_std(row["compression_pruning_mean"], row["compression_pruning_std"], 1),
         style.paper(row["paper_compression_pruning"], starred=bool(row["paper_starred"])),
+        style.number(row["compression_at_paper_error_mean"], 1),
         style.mean_std(row["compression_precision_mean"], row["compression_precision_std"], 1),
         style.paper(row["paper_compression_precision"]),
         style.number(row["compression_max_mean"], 1), style.paper(row["paper_compression_max"]),
@@ -320,6 +335,8 @@ _NOTE = ("Paper numbers are the paper's (Table 1 of Louizos et al. 2017) and wer
          "The last column is each baseline's own paper, on MNIST, with its own kind of rate: `parameters` = "
          "|W|/|W≠0| (compare with CR pruning's sparsity), `storage` = Deep Compression's encoding "
          "(compare with CR max). "
+         "CR pruning at paper error = the most compression on the run's error-compression frontier (thresholds "
+         "chosen on validation data at budgets of +0 to +2 points) whose test error is at most the paper's. "
          "CR = compression rate (×); ± = std over seeds (– with one seed); – = not available.")
 
 

@@ -269,3 +269,35 @@ def test_init_from_a_dense_vgg_with_dropout_copies_weights_and_batch_norm(tmp_pa
         assert torch.equal(target.running_mean, source.running_mean)
         assert torch.equal(target.weight, source.weight)
 
+
+def test_compress_states_the_sparsest_budget_against_a_dense_reference(tmp_path, quick_params):
+    dense, bc = tmp_path / "dense", tmp_path / "bc"
+    for method, run, epochs in (("dense", dense, 3), ("bc-gnj", bc, 3)):
+        assert bcrepro("train", "--arch", "lenet300", "--method", method, "--dataset", "synthetic", "--epochs",
+                       epochs, "--params", quick_params, "--out", run).returncode == 0
+    done = bcrepro("compress", "--run", bc, "--thresholds-json", '{"rule": "sparsest", "max_error_increase": 0.5}',
+                   "--reference-run", dense)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((bc / "metrics.json").read_text())["thresholds"]
+    # the reference's error on the same 300 held-out images, measured here independently
+    splits = load_dataset("synthetic", validation_size=300)
+    net = models.build("lenet300", get_method("dense").layer_factory("lenet300", {}))
+    net.load_state_dict(torch.load(dense / "model.pt", weights_only=True))
+    reference = error_rate(net.eval(), splits.val_x, splits.val_y)
+    assert record["rule"] == "sparsest" and record["reference_error_pct"] == pytest.approx(reference)
+    assert record["validation_error_bound"] == pytest.approx(
+        max(record["validation_error_baseline"], reference) + 0.5)
+    assert record["validation_error"] <= record["validation_error_bound"]
+
+
+def test_compress_refuses_a_reference_with_another_hold_out_and_bad_thresholds_json(tmp_path, quick_params):
+    dense, bc = tmp_path / "dense", tmp_path / "bc"
+    assert bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 1,
+                   "--params-json", '{"validation_size": 200}', "--out", dense).returncode == 0
+    assert bcrepro("train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "synthetic", "--epochs", 1,
+                   "--params", quick_params, "--out", bc).returncode == 0
+    done = bcrepro("compress", "--run", bc, "--thresholds-json", '{"rule": "sparsest"}', "--reference-run", dense)
+    assert done.returncode == 1 and "200 validation images" in done.stderr and "300" in done.stderr
+    assert not (bc / "metrics.json").exists()
+    done = bcrepro("compress", "--run", bc, "--thresholds-json", "{rule: sparsest")
+    assert done.returncode == 1 and "--thresholds-json is not valid JSON" in done.stderr

@@ -410,3 +410,26 @@ def test_idx_reader_agrees_with_torchvision(tmp_path):
     with pytest.raises(ValueError, match="truncated"):
         (tmp_path / "short").write_bytes((tmp_path / "images").read_bytes()[:-3])
         data.read_idx(tmp_path / "short")
+
+
+@pytest.mark.parametrize("size, n_train, expected", [
+    ("1/12", 60_000, 5_000),   # MNIST: the usual 5,000
+    (1 / 12, 50_000, 4_167),   # CIFAR-10
+    ("1/12", 8_000, 1_000),    # a small set: the floor, not 667
+    ("1/12", 2_000, 500),      # a tiny one: the floor never takes more than a quarter
+    (300, 2_000, 300),         # a whole number is a count of images
+    (0, 2_000, 0),
+])
+def test_validation_size_is_a_fraction_with_a_floor_or_a_count(size, n_train, expected):
+    assert data.resolve_validation_size(size, n_train) == expected
+
+
+@pytest.mark.parametrize("size", ["a/b", "3/2", "1/0", -0.5, True, None])
+def test_a_bad_validation_size_names_the_problem(size):
+    with pytest.raises(ValueError, match="validation_size"):
+        data.resolve_validation_size(size, 1000)
+
+
+def test_load_dataset_holds_out_the_fraction():
+    splits = data.load_dataset("synthetic", validation_size="1/12", synthetic_train=6_000, synthetic_test=10)
+    assert len(splits.val_y) == 1_000 and len(splits.train_y) == 5_000  # 6,000 / 12 = 500, raised to the floor

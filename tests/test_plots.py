@@ -74,7 +74,11 @@ def _lenet300_gnj(run_dir: Path, rng: np.random.Generator) -> None:
     curve = [{"layer": i, "thresholds": [-2.0, -1.0, 0.0, 1.0, None], "error_pct": [9.0, 3.0, 1.8, 1.7, 1.6],
               "groups_kept": [10, 50, 200, 400, widths[i]], "chosen": None if i == 2 else thresholds[i]}
              for i in range(3)]
-    _write_json(run_dir / "metrics.json", _metrics("lenet300", "bc-gnj", [int(k.sum()) for k in kept[:3]], curve))
+    metrics = _metrics("lenet300", "bc-gnj", [int(k.sum()) for k in kept[:3]], curve)
+    metrics["frontier"] = [{"max_error_increase": b, "validation_error_pct": 1.6 + b, "test_error_pct": 1.7 + b,
+                            "compression_pruning": 5.0 * (1 + 4 * b), "kept_weights": [1, 1, 1],
+                            "architecture": [1, 1, 1]} for b in (0.0, 0.1, 0.5, 1.0)]
+    _write_json(run_dir / "metrics.json", metrics)
     _write_json(run_dir / "history.json", _history(4, widths[:3], kl=True))
 
 
@@ -196,7 +200,7 @@ def test_architecture_strings_and_lists_parse_alike():
 
 
 # ---- per-run figures -------------------------------------------------------------------------------------------------
-def test_lenet300_gnj_run_gets_all_five_figures(figures):
+def test_lenet300_gnj_run_gets_all_six_figures(figures):
     _assert_pngs(_written_under(figures, "runs/lenet300/bc-gnj/seed0"), plots.RUN_FIGURES)
 
 
@@ -205,6 +209,7 @@ def test_conv_net_has_no_pixel_importance_or_weight_maps(runs_dir, figures, tmp_
     assert plots.pixel_importance(run_dir, tmp_path / "p.png") == []
     assert plots.first_layer_weights(run_dir, tmp_path / "w.png") == []
     assert plots.threshold_curves(run_dir, tmp_path / "t.png") == []  # threshold_curve is null
+    assert plots.frontier(run_dir, tmp_path / "f.png") == []  # no frontier in metrics.json
     _assert_pngs(_written_under(figures, "runs/lenet5/bc-ghs/seed0"), ["group_statistics.png", "training.png"])
 
 

@@ -68,7 +68,7 @@ def after_step(net, hp: dict):
 # iteration counts were published for the MNIST nets: 3 pruning rounds 4,300 iterations (5 epochs) apart, retraining
 # to iteration 17,200 (20 epochs), centroid fine-tuning for the last 10 epochs.
 _SOLVER = dict(epochs=30, batch_size=64, lr=0.001, lr_schedule="inv", lr_gamma=1e-4, lr_power=0.75, optimizer="sgd",
-               momentum=0.9, weight_decay=5e-4, kl_warmup_epochs=0, augment=False, validation_size=5000,
+               momentum=0.9, weight_decay=5e-4, kl_warmup_epochs=0, augment=False, validation_size="1/12",
                prune_iterations=[0, 4300, 8600], quantize_iteration=17200)
 DC = register(Method(
     name="dc",

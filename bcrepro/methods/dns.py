@@ -69,7 +69,7 @@ def after_step(net, hp: dict):
 # policy (gamma 1e-4, power 0.75), batch 64. 16K surgery iterations for LeNet-5 and 25K for LeNet-300-100 (DNS
 # Table 1), i.e. 19 and 29 epochs of our 55,000 training images.
 _SOLVER = dict(batch_size=64, lr=0.01, lr_schedule="inv", lr_gamma=1e-4, lr_power=0.75, optimizer="sgd",
-               momentum=0.9, weight_decay=5e-4, kl_warmup_epochs=0, augment=False, validation_size=5000,
+               momentum=0.9, weight_decay=5e-4, kl_warmup_epochs=0, augment=False, validation_size="1/12",
                surgery_gamma=1e-4, surgery_power=1.0)  # the mask-update probability of the README and issue #2
 DNS = register(Method(
     name="dns",

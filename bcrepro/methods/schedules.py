@@ -12,7 +12,7 @@ BAYESIAN_MNIST = dict(
     kl_warmup_epochs=20,      # Sparse VD rw_linear reaches 1 at epoch 20; the BC paper uses warm-up (Sønderby 2016)
     weight_decay=0.0,
     augment=False,
-    validation_size=5000,     # held out of the 60k training images to choose pruning thresholds (never the test set)
+    validation_size="1/12",   # of the training images (MNIST: 5,000; floor 1,000) to choose thresholds, never the test set
 )
 
 # Dense references for the MNIST networks: Adam with cosine decay reaches the papers' 1.6 % / 0.8–0.9 % error on
@@ -25,7 +25,7 @@ DENSE_MNIST = dict(
     kl_warmup_epochs=0,
     weight_decay=0.0,
     augment=False,
-    validation_size=5000,
+    validation_size="1/12",
 )
 
 # Dense VGG-16 on CIFAR-10, a modern equivalent of cifar.torch's recipe (SGD at lr 1 halved every 25 epochs for 300
@@ -44,7 +44,7 @@ DENSE_CIFAR = dict(
     weight_decay=5e-4,
     augment=True,
     dropout=True,             # cifar.torch's VGG: dropout 0.4 inside the conv blocks and 0.5 in the head (models.vgg16)
-    validation_size=5000,     # held out of the 50k training images
+    validation_size="1/12",   # of the 50k training images (4,167)
 )
 
 # BC on VGG-16 starts from the dense VGG (paper §5); its epochs, rates and warm-up are not published (reference-bc.md
@@ -59,5 +59,5 @@ BAYESIAN_CIFAR = dict(
     kl_warmup_epochs=10,
     weight_decay=0.0,
     augment=True,
-    validation_size=5000,
+    validation_size="1/12",
 )

@@ -24,7 +24,7 @@ def _factory(arch: str, hp: dict) -> LayerFactory:
 # the threshold log alpha = 3 is fixed), and the same data preprocessing as every method (the authors subtract the
 # mean image instead; a shared pipeline keeps the comparison fair).
 _SCHEDULE = dict(epochs=200, batch_size=100, lr=1e-3, kl_warmup_start_epochs=5, kl_warmup_epochs=15,
-                 weight_decay=0.0, augment=False, validation_size=5000, train_clip=True)
+                 weight_decay=0.0, augment=False, validation_size="1/12", train_clip=True)
 SPARSE_VD = register(Method(
     name="sparse-vd",
     description="Sparse variational dropout: per-weight log-uniform prior, prune log alpha > 3 (Molchanov et al. 2017)",

@@ -73,7 +73,7 @@ def finalize(net, hp: dict) -> None:
 # LeNet-300-100 run had no hyper-priors and its LeNet-5 values came from an unpublished Spearmint search; we use the
 # tutorial's Gamma priors on both (without them the variances collapse, §4.5). Batch 128 (~18K updates in 40 epochs).
 _SWS = dict(epochs=100, batch_size=128, lr=1e-3, lr_schedule="constant", kl_warmup_epochs=0, weight_decay=0.0,
-            augment=False, validation_size=5000, n_components=N_COMPONENTS, pi_zero=0.999, tau=5e-3, init_std=0.25,
+            augment=False, validation_size="1/12", n_components=N_COMPONENTS, pi_zero=0.999, tau=5e-3, init_std=0.25,
             zero_gamma=[5000.0, 2.0], gamma=[250.0, 0.1], lr_means=1e-4, lr_log_precisions=3e-3, lr_mixing=3e-3,
             merge_kl=1e-10)
 SWS = register(Method(

@@ -2,9 +2,22 @@
 pruning)."""
 
 
+def compress_inputs(wildcards):
+    """The trained model, and the dense reference's where the threshold rule states its budget against it."""
+    inputs = {"model": RUN.format(**wildcards) + "/model.pt"}
+    thresholds = cell_params(wildcards.arch, wildcards.method).get("thresholds")
+    if wildcards.method != "dense" and isinstance(thresholds, dict) and thresholds.get("rule") == "sparsest":
+        inputs["reference"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
+    return inputs
+
+
+def reference_option(wildcards, input):
+    return f"--reference-run {shlex.quote(str(Path(input.reference).parent))}" if "reference" in input.keys() else ""
+
+
 rule compress:
     input:
-        model=RUN + "/model.pt",
+        unpack(compress_inputs),
     output:
         metrics=RUN + "/metrics.json",
         compressed=RUN + "/compressed.npz",
@@ -19,6 +32,7 @@ rule compress:
         gpu_slots=GPU_SLOTS,
         jobs_per_gpu=config["gpu_jobs_per_device"],
         tracking=tracking_args("compress"),
+        reference=reference_option,
     resources:
         gpu=uses_gpu(config["compress"]["device"]),
         mem_mb=4000,
@@ -26,7 +40,7 @@ rule compress:
     threads: 2
     shell:
         "{BCREPRO} compress --run {params.out:q} --device {params.device} --gpu-slots {params.gpu_slots:q} "
-        "--jobs-per-gpu {params.jobs_per_gpu} {params.tracking} > {log:q} 2>&1"
+        "--jobs-per-gpu {params.jobs_per_gpu} {params.reference} {params.tracking} > {log:q} 2>&1"
 
 
 rule speedup:

@@ -1,0 +1,122 @@
+"""The ``sparsest`` threshold rule and the weights one pruned group removes (bcrepro.compression), on hand-made
+networks whose right answer is known: signal groups cost validation error, noise groups cost nothing."""
+import json
+
+import torch
+
+from bcrepro import compression as C
+from bcrepro import models
+from bcrepro.layers import Conv2dGroupNJ, LinearGroupNJ
+
+GNJ = models.LayerFactory(linear=lambda i, o, index: LinearGroupNJ(i, o),
+                          conv=lambda i, o, k, padding, index: Conv2dGroupNJ(i, o, k, padding=padding))
+
+
+def signal_noise(arch, n_signal, seed=0):
+    """A GNJ net whose groups are signal (log alpha ~ -8) or noise (~ +3), ``n_signal[i]`` signal groups in layer i."""
+    torch.manual_seed(seed)
+    net = models.build(arch, GNJ)
+    g = torch.Generator().manual_seed(seed)
+    signals = []
+    with torch.no_grad():
+        for layer, n in zip(net.prunable_layers(), n_signal):
+            signal = torch.zeros(layer.n_groups, dtype=torch.bool)
+            signal[torch.randperm(layer.n_groups, generator=g)[:n]] = True
+            layer.z_mu.fill_(1.0)
+            layer.z_logvar.copy_(torch.where(signal, -8 + 0.5 * torch.randn(layer.n_groups, generator=g),
+                                             3 + torch.randn(layer.n_groups, generator=g)))
+            signals.append(signal)
+    return net.eval(), signals
+
+
+def dead_groups(layer):
+    """Groups (conv: output filters; linear: inputs) whose weights the pruned deterministic net zeroed."""
+    weight = layer.weight.detach()
+    if weight.dim() > 2:
+        return ~weight.flatten(1).any(dim=1)
+    return ~weight.any(dim=0)
+
+
+class Validation:
+    """``base`` + ``cost[i]`` points per dead signal group of layer i (2 by default), - 2 points once the one
+    ``helpful`` noise group is dead."""
+
+    def __init__(self, signals, base=1.0, helpful=None, cost=(2.0, 2.0, 2.0)):
+        self.signals, self.base, self.helpful, self.cost = signals, base, helpful, cost
+
+    def __call__(self, det_net):
+        layers = det_net.prunable_layers()
+        error = self.base + sum(c * int((dead_groups(l) & s).sum())
+                                for l, s, c in zip(layers, self.signals, self.cost))
+        if self.helpful is not None and dead_groups(layers[self.helpful[0]])[self.helpful[1]]:
+            error -= 2.0
+        return error
+
+
+def kept_weights(net, thresholds):
+    masks = C.propagate_masks(net, thresholds)
+    return sum(int(C.kept_weight_mask(layer, mask).sum()) for layer, mask in zip(net.prunable_layers(), masks))
+
+
+def test_weights_per_group_counts_the_neighbours_a_group_disconnects():
+    # LeNet-300-100: an fc1 input takes its 300 weights; an fc2 input (an fc1 unit) takes its 100 and fc1's row of
+    # 784; an fc3 input takes its 10 and fc2's row of 300.
+    net, _ = signal_noise("lenet300", (100, 60, 20))
+    assert C.weights_per_group(net) == [300.0, 100.0 + 784.0, 10.0 + 300.0]
+    # LeNet-5: a conv1 filter takes 25 weights and conv2's 50 x 25 reading it; a conv2 filter takes 20 x 25 and its
+    # 16 fc1 inputs of every one of the 500 rows; an fc1 input takes 500; an fc2 input takes 10 and fc1's row of 800.
+    net, _ = signal_noise("lenet5", (10, 20, 100, 50))
+    assert C.weights_per_group(net) == [25.0 + 50 * 25, 20 * 25 + 16 * 500, 500.0, 10.0 + 800.0]
+
+
+def test_sparsest_prunes_all_noise_and_no_signal_within_a_tight_budget():
+    net, signals = signal_noise("lenet300", (100, 60, 20))
+    thresholds, record = C.select_thresholds(net, {"rule": "sparsest"}, Validation(signals))
+    for mask, signal in zip(C.propagate_masks(net, thresholds), signals):
+        assert torch.equal(mask.in_mask, signal)
+    assert record["rule"] == "sparsest" and record["groups_kept"] == [100, 60, 20]
+    assert record["order"] == [1, 2, 0]  # 884, 310 and 300 weights per group
+    assert record["validation_error_bound"] == 1.1
+    json.dumps(record, allow_nan=False)
+
+
+def test_sparsest_spends_the_budget_where_a_group_carries_most_weights():
+    net, signals = signal_noise("lenet300", (100, 60, 20), seed=1)
+    config = {"max_error_increase": 2.5}  # one signal group may go
+    auto, auto_record = C.select_thresholds(net, {"rule": "auto", **config}, Validation(signals))
+    sparsest, record = C.select_thresholds(net, {"rule": "sparsest", **config}, Validation(signals))
+    assert auto_record["groups_kept"] == [99, 60, 20]  # the old rule: fc1 first, 300 weights for the 2 points
+    assert record["groups_kept"] == [100, 59, 20]  # an fc1 unit: 884 weights for the same 2 points
+    assert record["validation_error"] == 3.0
+    # in the pruned net (100, 60, 20 groups kept) an fc1 input holds 60 weights; an fc1 unit holds its row of 100
+    # kept inputs and its fc2 column of 20 kept units
+    assert kept_weights(net, auto) - kept_weights(net, sparsest) == (100 + 20) - 60
+
+
+def test_the_budget_is_stated_against_the_reference_error():
+    net, signals = signal_noise("lenet300", (100, 60, 20), seed=2)
+    _, alone = C.select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5}, Validation(signals))
+    assert alone["validation_error_bound"] == 1.5 and alone["groups_kept"] == [100, 60, 20]
+    # a dense reference at 3.0 % and +0.5: bound 3.5 %, so one signal group (to 3.0 %) may go
+    _, record = C.select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5, "reference_error_pct": 3.0},
+                                    Validation(signals))
+    assert record["validation_error_bound"] == 3.5 and record["groups_kept"] == [100, 59, 20]
+    # a reference better than the unpruned posterior leaves it its own +0.5
+    _, better = C.select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5, "reference_error_pct": 0.2},
+                                    Validation(signals))
+    assert better["validation_error_bound"] == 1.5
+
+
+def test_a_second_pass_uses_room_that_a_later_layer_made():
+    net, signals = signal_noise("lenet300", (100, 60, 20), seed=3)
+    helpful = (0, int(torch.nonzero(~signals[0])[0]))  # a noise fc1 input whose removal lowers the error by 2
+    evaluate = Validation(signals, base=3.0, helpful=helpful, cost=(4.0, 2.0, 2.0))
+    config = {"rule": "sparsest", "max_error_increase": 0.5}
+    _, one_pass = C.select_thresholds(net, {**config, "passes": 1}, evaluate)
+    # pass 1: fc2 and fc3 find no room (3.0 -> 5.0 > 3.5); fc1, searched last, loses its noise and the error falls
+    # to 1.0, but none of its signal groups fits (1.0 -> 5.0)
+    assert one_pass["groups_kept"] == [100, 60, 20] and one_pass["validation_error"] == 1.0
+    _, passes = C.select_thresholds(net, config, evaluate)
+    # pass 2: fc2 now has room for one signal group (1.0 -> 3.0 <= 3.5); pass 3 moves nothing and ends the search
+    assert passes["groups_kept"] == [100, 59, 20] and passes["validation_error"] == 3.0
+    assert max(t["pass"] for t in passes["trials"]) == 3
