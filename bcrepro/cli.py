@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -203,6 +204,24 @@ def epoch_metrics(record: dict) -> dict:
     return metrics
 
 
+def check_schedule(method, params: dict, n_train: int) -> None:
+    """Refuse a run whose iteration-counted schedule (DC's pruning and quantisation, DNS's end of surgery) would not
+    happen within its optimiser steps: it would train, report and never say that its method did not run."""
+    if method.scheduled_steps is None:
+        return
+    steps_per_epoch = math.ceil(n_train / params["batch_size"])
+    total = params["epochs"] * steps_per_epoch
+    late = {name: step for name, step in method.scheduled_steps(params).items() if step >= total}
+    if late:
+        scale = total / max(late.values()) * 0.9
+        raise UsageError(
+            f"{method.name}: this run has {total} optimiser steps ({params['epochs']} epochs of {steps_per_epoch} "
+            f"at batch {params['batch_size']} on {n_train} training images), but its schedule acts at "
+            + ", ".join(f"{name} = {step}" for name, step in late.items())
+            + " (set for MNIST's 55,000 images at batch 64). Give more epochs, or scale the schedule, e.g. "
+            f"--params-json with every iteration count times {scale:.3g}")
+
+
 def cmd_train(args) -> None:
     method = get_method(args.method)
     overrides = {**read_params_file(args.params), **read_params_json(args.params_json)}
@@ -226,6 +245,7 @@ def cmd_train(args) -> None:
             return
 
     splits = load_dataset_for_run(run, device)
+    check_schedule(method, params, len(splits.train_y))
     torch.manual_seed(args.seed)
     net = build_net(args.arch, args.method, params, splits)
     if args.init:

@@ -301,3 +301,23 @@ def test_compress_refuses_a_reference_with_another_hold_out_and_bad_thresholds_j
     assert not (bc / "metrics.json").exists()
     done = bcrepro("compress", "--run", bc, "--thresholds-json", "{rule: sparsest")
     assert done.returncode == 1 and "--thresholds-json is not valid JSON" in done.stderr
+
+
+@pytest.mark.parametrize("method, late", [("dc", "prune_iterations[1] = 4300"), ("dns", "iter_stop[0] = 20000")])
+def test_a_schedule_counted_in_iterations_that_a_run_cannot_reach_is_refused(tmp_path, method, late):
+    # 1,700 training images at batch 64 are 27 steps an epoch: 3 epochs are 81 steps, far short of the schedule
+    run = tmp_path / method
+    done = bcrepro("train", "--arch", "lenet300", "--method", method, "--dataset", "synthetic", "--epochs", 3,
+                   "--params-json", '{"validation_size": 300}', "--out", run)
+    assert done.returncode == 1
+    assert "this run has 81 optimiser steps (3 epochs of 27 at batch 64 on 1700 training images)" in done.stderr
+    assert late in done.stderr
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_check_schedule_accepts_the_last_step_and_refuses_the_one_after():
+    dc = get_method("dc")
+    params = dict(dc.params_for("lenet300"), epochs=2, batch_size=10, prune_iterations=[0, 5], quantize_iteration=19)
+    cli.check_schedule(dc, params, 100)  # 2 epochs of 10 steps: steps 0..19, so step 19 happens
+    with pytest.raises(cli.UsageError, match="quantize_iteration = 20"):
+        cli.check_schedule(dc, dict(params, quantize_iteration=20), 100)

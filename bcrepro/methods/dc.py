@@ -64,6 +64,11 @@ def after_step(net, hp: dict):
     return deep_compression
 
 
+def scheduled_steps(hp: dict) -> dict[str, int]:
+    steps = {f"prune_iterations[{i}]": int(n) for i, n in enumerate(hp["prune_iterations"])}
+    return {**steps, "quantize_iteration": int(hp["quantize_iteration"])}
+
+
 # Retraining with the Caffe LeNet solver (baselines.md §0) at a tenth of its learning rate (Han et al. 2015); no
 # iteration counts were published for the MNIST nets: 3 pruning rounds 4,300 iterations (5 epochs) apart, retraining
 # to iteration 17,200 (20 epochs), centroid fine-tuning for the last 10 epochs.
@@ -82,4 +87,5 @@ DC = register(Method(
     },
     starts_from_dense=True,
     after_step=after_step,
+    scheduled_steps=scheduled_steps,
 ))

@@ -65,6 +65,12 @@ def after_step(net, hp: dict):
     return surgery
 
 
+def scheduled_steps(hp: dict) -> dict[str, int]:
+    """Surgery must stop before the run ends (the last ``iter_stop`` step is ``iter_stop - 1``), so that the masks
+    are fixed for the rest of training as in the authors' runs."""
+    return {f"iter_stop[{i}]": int(n) for i, n in enumerate(hp["iter_stop"])}
+
+
 # The authors' Caffe LeNet solver (baselines.md §0, §3.3): SGD, momentum 0.9, weight decay 5e-4, lr 0.01 with the inv
 # policy (gamma 1e-4, power 0.75), batch 64. 16K surgery iterations for LeNet-5 and 25K for LeNet-300-100 (DNS
 # Table 1), i.e. 19 and 29 epochs of our 55,000 training images.
@@ -86,4 +92,5 @@ DNS = register(Method(
     starts_from_dense=True,
     prepare=prepare,
     after_step=after_step,
+    scheduled_steps=scheduled_steps,
 ))

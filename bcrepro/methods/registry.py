@@ -26,6 +26,8 @@ class Method:
     merging and snapping). ``prepare(net, hp)``: once before training starts (after ``--init``), not on resume;
     whatever it sets must live in the network's parameters or buffers. ``after_step(net, hp)`` returns the callback
     the training loop runs after every optimiser step (``bcrepro.train.train``'s ``after_step``).
+    ``scheduled_steps(hp)``: the optimiser steps (0-based) at which the method's schedule must act, by name (DC's
+    pruning rounds and quantisation, DNS's end of surgery); ``bcrepro train`` refuses a run too short to reach them.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Method:
     prepare: Callable[[nn.Module, dict], None] | None = None
     finalize: Callable[[nn.Module, dict], None] | None = None
     after_step: Callable[[nn.Module, dict], Callable[[int], None]] | None = None
+    scheduled_steps: Callable[[dict], dict[str, int]] | None = None
 
     def starts_from(self, arch: str) -> bool:
         """Whether this method's cell on ``arch`` starts from the dense reference (``--init``)."""
