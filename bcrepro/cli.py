@@ -238,8 +238,13 @@ def cmd_train(args) -> None:
         previous = json.loads(run_path.read_text())
         same = {k: previous.get(k) for k in ("arch", "method", "dataset", "seed", "params", "init")}
         if same != {k: run[k] for k in same}:
-            raise UsageError(f"{out} holds a different run ({previous['arch']}/{previous['method']}, seed "
-                             f"{previous['seed']}); use another --out or delete it")
+            differ = [k for k in same if k != "params" and same[k] != run[k]]
+            old_params, new_params = previous.get("params") or {}, params
+            differ += [f"params.{k} ({old_params.get(k)!r} there, {new_params.get(k)!r} here)"
+                       for k in sorted(set(old_params) | set(new_params)) if old_params.get(k) != new_params.get(k)]
+            raise UsageError(f"{out} holds a run of {previous['arch']}/{previous['method']}, seed "
+                             f"{previous['seed']} with other settings: {', '.join(differ)}; use another --out or "
+                             f"delete it")
         if (out / METRICS_FILE).exists() or (out / MODEL_FILE).exists():
             log.info("%s is already trained; nothing to do (delete %s to retrain)", out, MODEL_FILE)
             return
@@ -255,9 +260,9 @@ def cmd_train(args) -> None:
                     args.method)
     if method.prepare is not None and not (out / CHECKPOINT).exists():
         method.prepare(net, params)
+    config = TrainConfig.from_params(params, seed=args.seed)  # every setting checked before the first file
     out.mkdir(parents=True, exist_ok=True)
     write_json(run, run_path)
-    config = TrainConfig.from_params(params, seed=args.seed)
     log.info("training %s/%s on %s (%d train, %d validation, %d test) on %s: %s", args.arch, args.method,
              splits.name, len(splits.train_y), len(splits.val_y), len(splits.test_y), device, config)
     tic = time.perf_counter()

@@ -321,3 +321,17 @@ def test_check_schedule_accepts_the_last_step_and_refuses_the_one_after():
     cli.check_schedule(dc, params, 100)  # 2 epochs of 10 steps: steps 0..19, so step 19 happens
     with pytest.raises(cli.UsageError, match="quantize_iteration = 20"):
         cli.check_schedule(dc, dict(params, quantize_iteration=20), 100)
+
+
+def test_a_rejected_command_leaves_the_folder_as_it_was_and_the_corrected_one_runs(tmp_path):
+    run = tmp_path / "gnj"
+    base = ["train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "synthetic", "--epochs", 1, "--out", run]
+    bad = bcrepro(*base, "--params-json", '{"lr": -1, "validation_size": 300}')
+    assert bad.returncode == 1 and "lr" in bad.stderr
+    assert not run.exists()
+    good = bcrepro(*base, "--params-json", '{"validation_size": 300}')
+    assert good.returncode == 0, good.stderr
+    other = bcrepro(*base, "--params-json", '{"validation_size": 300, "lr": 0.01}')
+    assert other.returncode == 1
+    assert "holds a run of lenet300/bc-gnj, seed 0 with other settings: params.lr (0.001 there, 0.01 here)" in \
+        other.stderr
