@@ -29,6 +29,7 @@ VARIANTS = {
     "constant": {"lr_schedule": "constant"},                   # the authors' lab code: constant Adam 1e-3
     "constant-from-dense": {"lr_schedule": "constant"},        # ... starting from the dense reference
     "constant-no-clip": {"lr_schedule": "constant", "clip_var": None},  # no variance clamp on any layer
+    "constant-clip-forward": {"lr_schedule": "constant", "clip_mode": "forward"},  # clip the sampling, not the KL
 }
 FROM_DENSE = {"constant-from-dense"}
 RULES = {"auto": {"rule": "auto"}, "sparsest": {"rule": "sparsest"}, "valley": {"rule": "valley"}}

@@ -346,3 +346,39 @@ def test_authors_deterministic_mode_uses_post_weight_mu():
     assert torch.allclose(layer(x), (layer.z_mu * layer.bias_mu).view(1, -1, 1, 1).expand(5, 4, 6, 6), atol=1e-6)
     with pytest.raises(RuntimeError, match="eval"):
         layer.train()(x)
+
+
+@pytest.mark.parametrize("make", [lambda **k: LinearGroupNJ(6, 4, **k), lambda **k: Conv2dGroupHS(2, 3, 3, **k)])
+def test_forward_clipping_samples_with_the_clipped_variance_and_keeps_the_kl_unclipped(make):
+    bound = 0.04
+    torch.manual_seed(0)
+    forward = make(clip_var=bound, clip_mode="forward")
+    parameter = make(clip_var=bound)
+    parameter.load_state_dict(forward.state_dict())
+    with torch.no_grad():  # half the weights' variances above the bound
+        forward.weight_logvar.copy_(torch.linspace(-6.0, 0.0, forward.weight_logvar.numel()).view_as(
+            forward.weight_logvar))
+        parameter.weight_logvar.copy_(forward.weight_logvar.clamp(max=math.log(bound)))
+    above = forward.weight_logvar.detach() > math.log(bound)
+    assert above.any() and (~above).any()
+    x = torch.randn(5, *((6,) if forward.group_axis == "in" else (2, 5, 5)))
+    forward.clip_variances()  # a no-op for forward clipping
+    assert torch.equal(forward.weight_logvar.detach() > math.log(bound), above)
+    torch.manual_seed(1)
+    out_forward = forward.train()(x)
+    torch.manual_seed(1)
+    out_parameter = parameter.train()(x)
+    torch.testing.assert_close(out_forward, out_parameter)  # the same draws with the clipped variance
+    # the likelihood does not move variances above the bound; the KL does, as for an unclipped weight:
+    # d/dlogvar KL(N(mu, e^v) || N(0, 1)) = (e^v - 1) / 2
+    out_forward.square().sum().backward()
+    assert torch.all(forward.weight_logvar.grad[above] == 0)
+    forward.weight_logvar.grad = None
+    forward.kl_divergence().backward()
+    expected = 0.5 * torch.expm1(forward.weight_logvar.detach())
+    torch.testing.assert_close(forward.weight_logvar.grad, expected)
+
+
+def test_an_unknown_clip_mode_names_the_choices():
+    with pytest.raises(ValueError, match="clip_mode must be one of"):
+        LinearGroupNJ(3, 2, clip_var=0.04, clip_mode="both")

@@ -83,6 +83,9 @@ class _WeightKLOfLastStep:
         return {"_entry": None}
 
 
+CLIP_MODES = ("parameter", "forward")  # how clip_var bounds the weight variances
+
+
 class GroupScaleLayer(nn.Module):
     """Base of ``LinearGroup*`` and ``Conv2dGroup*``.
 
@@ -99,9 +102,12 @@ class GroupScaleLayer(nn.Module):
     #: the reference: same values and gradients for the same random state, more passes over memory).
     fused_step: bool = True
 
-    def __init__(self, clip_var: float | None = None):
+    def __init__(self, clip_var: float | None = None, clip_mode: str = "parameter"):
         super().__init__()
+        if clip_mode not in CLIP_MODES:
+            raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
         self.clip_var = clip_var
+        self.clip_mode = clip_mode
         # The authors' deterministic mode: eval-only forward with ``post_weight_mu`` (set by
         # ``compute_posterior_params`` and possibly overwritten with rounded weights, as their example.py does).
         self.deterministic = False
@@ -167,8 +173,12 @@ class GroupScaleLayer(nn.Module):
 
     @torch.no_grad()
     def clip_variances(self) -> None:
-        """Clamp weight and bias variances to at most ``clip_var`` (the authors clip after every optimiser step)."""
-        if self.clip_var is not None:
+        """Clamp weight and bias variances to at most ``clip_var`` (the authors clip after every optimiser step).
+
+        With ``clip_mode="forward"`` the parameters are left alone: the training forward clips the variance it
+        samples with, and the KL sees the unclipped value (as Louizos and Welling's multiplicative normalising flows
+        code does), so a weight whose variance grows past the bound still earns the KL's reward for it."""
+        if self.clip_var is not None and self.clip_mode == "parameter":
             bound = math.log(self.clip_var)
             self.weight_logvar.clamp_(max=bound)
             self.bias_logvar.clamp_(max=bound)
@@ -181,11 +191,17 @@ class GroupScaleLayer(nn.Module):
         if not self.training:
             return self.deterministic_forward(x, self.posterior_mean(), self.posterior_bias())
         z = self.sample_z(x.shape[0])
+        weight_logvar, bias_logvar = self.weight_logvar, self.bias_logvar
+        clip_forward = self.clip_var is not None and self.clip_mode == "forward"
+        if clip_forward:  # the sampling sees the clipped variance; kl_divergence() the parameter itself
+            bound = math.log(self.clip_var)
+            weight_logvar, bias_logvar = weight_logvar.clamp(max=bound), bias_logvar.clamp(max=bound)
         if not self.fused_step:
-            mean, variance = self._lrt_moments(x, z)
+            mean, variance = self._lrt_moments(x, z, weight_logvar, bias_logvar)
             return torch.addcmul(mean, variance.clamp_min(_MIN_VARIANCE).sqrt(), torch.randn_like(mean))
-        out, weight_kl = self._lrt_sample(x, z, self.bias_logvar.exp())
-        self._weight_kl_of_last_step.put(weight_kl, self.weight_mu, self.weight_logvar)
+        out, weight_kl = self._lrt_sample(x, z, bias_logvar.exp(), weight_logvar)
+        if not clip_forward:
+            self._weight_kl_of_last_step.put(weight_kl, self.weight_mu, self.weight_logvar)
         return out
 
     # ---- parameters shared by every family ------------------------------------------------------------------------
@@ -223,14 +239,17 @@ class LinearGeometry:
     def _broadcast_groups(self, per_group: torch.Tensor) -> torch.Tensor:
         return per_group.view(1, -1)  # [1, in] against weight [out, in]
 
-    def _lrt_moments(self, x, z):
+    def _lrt_moments(self, x, z, weight_logvar=None, bias_logvar=None):
+        weight_logvar = self.weight_logvar if weight_logvar is None else weight_logvar
+        bias_logvar = self.bias_logvar if bias_logvar is None else bias_logvar
         xz = x * z  # [batch, in]
         mean = F.linear(xz, self.weight_mu, self.bias_mu)
-        variance = F.linear(xz.square(), self.weight_logvar.exp(), self.bias_logvar.exp())
+        variance = F.linear(xz.square(), weight_logvar.exp(), bias_logvar.exp())
         return mean, variance
 
-    def _lrt_sample(self, x, z, bias_var):
-        return linear_lrt(x, z, self.weight_mu, self.weight_logvar, self.bias_mu, bias_var)
+    def _lrt_sample(self, x, z, bias_var, weight_logvar=None):
+        weight_logvar = self.weight_logvar if weight_logvar is None else weight_logvar
+        return linear_lrt(x, z, self.weight_mu, weight_logvar, self.bias_mu, bias_var)
 
     @staticmethod
     def deterministic_forward(x, weight, bias):
@@ -265,14 +284,17 @@ class Conv2dGeometry:
     def _conv(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
-    def _lrt_moments(self, x, z):
+    def _lrt_moments(self, x, z, weight_logvar=None, bias_logvar=None):
+        weight_logvar = self.weight_logvar if weight_logvar is None else weight_logvar
+        bias_logvar = self.bias_logvar if bias_logvar is None else bias_logvar
         z = z[:, :, None, None]  # [batch, out, 1, 1]
         mean = self._conv(x, self.weight_mu, self.bias_mu) * z
-        variance = self._conv(x * x, self.weight_logvar.exp(), self.bias_logvar.exp()) * (z * z)
+        variance = self._conv(x * x, weight_logvar.exp(), bias_logvar.exp()) * (z * z)
         return mean, variance
 
-    def _lrt_sample(self, x, z, bias_var):
-        return conv2d_lrt(x, z, self.weight_mu, self.weight_logvar, self.bias_mu, bias_var, self.stride, self.padding,
+    def _lrt_sample(self, x, z, bias_var, weight_logvar=None):
+        weight_logvar = self.weight_logvar if weight_logvar is None else weight_logvar
+        return conv2d_lrt(x, z, self.weight_mu, weight_logvar, self.bias_mu, bias_var, self.stride, self.padding,
                           self.dilation)
 
     def deterministic_forward(self, x, weight, bias):

@@ -156,9 +156,9 @@ class LinearGroupHS(LinearGeometry, GroupHS):
     """Fully connected group-horseshoe layer; groups are the ``in_features`` input units."""
 
     def __init__(self, in_features: int, out_features: int, init_weight=None, init_bias=None,
-                 clip_var: float | None = None, tau0: float = TAU0, sa_kl: str = "exact",
+                 clip_var: float | None = None, clip_mode: str = "parameter", tau0: float = TAU0, sa_kl: str = "exact",
                  statistic: str = "magnitude"):
-        super().__init__(clip_var=clip_var)
+        super().__init__(clip_var=clip_var, clip_mode=clip_mode)
         self._setup_geometry(in_features, out_features)
         self._init_weights((out_features, in_features), out_features, in_features, init_weight, init_bias,
                            uniform=False)
@@ -169,9 +169,9 @@ class Conv2dGroupHS(Conv2dGeometry, GroupHS):
     """2-D convolutional group-horseshoe layer; groups are the ``out_channels`` filters."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 init_weight=None, init_bias=None, clip_var: float | None = None, tau0: float = TAU0,
+                 init_weight=None, init_bias=None, clip_var: float | None = None, clip_mode: str = "parameter", tau0: float = TAU0,
                  sa_kl: str = "exact", statistic: str = "magnitude"):
-        super().__init__(clip_var=clip_var)
+        super().__init__(clip_var=clip_var, clip_mode=clip_mode)
         self._setup_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         kh, kw = self.kernel_size
         self._init_weights((out_channels, in_channels, kh, kw), out_channels, in_channels * kh * kw, init_weight,

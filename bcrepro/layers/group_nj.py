@@ -96,9 +96,9 @@ class LinearGroupNJ(LinearGeometry, GroupNJ):
     """Fully connected GNJ layer; groups are the ``in_features`` input units."""
 
     def __init__(self, in_features: int, out_features: int, cuda: bool = False, init_weight=None, init_bias=None,
-                 clip_var: float | None = None):
+                 clip_var: float | None = None, clip_mode: str = "parameter"):
         # ``cuda`` is accepted for the authors' signature; move the model with ``.to(device)`` instead.
-        super().__init__(clip_var=clip_var)
+        super().__init__(clip_var=clip_var, clip_mode=clip_mode)
         self._setup_geometry(in_features, out_features)
         self._init_weights((out_features, in_features), out_features, in_features, init_weight, init_bias,
                            uniform=False)
@@ -110,10 +110,10 @@ class Conv2dGroupNJ(Conv2dGeometry, GroupNJ):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, cuda: bool = False, init_weight=None, init_bias=None,
-                 clip_var: float | None = None):
+                 clip_var: float | None = None, clip_mode: str = "parameter"):
         if groups != 1:
             raise ValueError(f"Conv2dGroupNJ supports groups=1 only, got groups={groups}")
-        super().__init__(clip_var=clip_var)
+        super().__init__(clip_var=clip_var, clip_mode=clip_mode)
         self._setup_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         kh, kw = self.kernel_size
         self._init_weights((out_channels, in_channels, kh, kw), out_channels, in_channels * kh * kw, init_weight,
