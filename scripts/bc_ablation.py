@@ -65,6 +65,24 @@ def train(arch: str, method: str, params: dict, out: Path, args, init: Path | No
     return bcrepro(argv, out.parent / f"{out.name}.train.log")
 
 
+def snapshot(run: Path) -> Path | None:
+    """A run stopped by ``--max-minutes``: its last checkpoint as a finished run in ``<run>/epoch<N>/`` (screening
+    with a constant learning rate, where a run stopped at epoch N is an N-epoch run)."""
+    import torch
+
+    checkpoint = run / "checkpoint.pt"
+    if not checkpoint.exists():
+        return None
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    folder = run / f"epoch{len(state['history'])}"
+    if not (folder / "model.pt").exists():
+        folder.mkdir(exist_ok=True)
+        shutil.copy2(run / "run.json", folder / "run.json")
+        (folder / "history.json").write_text(json.dumps(state["history"]))
+        torch.save(state["model"], folder / "model.pt")
+    return folder
+
+
 def compress(run: Path, rule: str, config: dict, reference: Path | None) -> dict | None:
     folder = run / "rules" / rule.replace("@", "_at_")
     if not (folder / "metrics.json").exists():
@@ -114,6 +132,10 @@ def parse_args(argv=None):
     parser.add_argument("--dense-epochs", type=int, default=60)
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once, one thread each")
     parser.add_argument("--max-minutes", type=float, help="stop each run cleanly after this long; rerun resumes")
+    parser.add_argument("--reference", choices=["dense", "none"], default="dense",
+                        help="state the sparsest rule's budget against the dense reference (trained if missing)")
+    parser.add_argument("--use-checkpoints", action="store_true",
+                        help="compress the last checkpoint of a run stopped by --max-minutes (constant-rate screening)")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--seed", type=int, default=0)
@@ -126,7 +148,8 @@ def main(argv=None) -> int:
     rules = [parse_rule(text) for text in args.rules]
     root = Path(args.out) / args.arch
     dense = root / "dense"
-    if any(v in FROM_DENSE for v in args.variants) or any(c["rule"] == "sparsest" for _, c in rules):
+    if any(v in FROM_DENSE for v in args.variants) or (
+            args.reference == "dense" and any(c["rule"] == "sparsest" for _, c in rules)):
         if train(args.arch, "dense", {"epochs": args.dense_epochs}, dense, args) != 0:
             print(f"the dense reference did not finish (see {root}/dense.train.log); rerun to resume")
     cells = [(m, v) for m in args.methods for v in args.variants]
@@ -139,9 +162,11 @@ def main(argv=None) -> int:
         run = root / method / variant
         if code != 0 or not (run / "model.pt").exists():
             print(f"{method}/{variant}: training stopped with status {code} (3 = time limit: rerun to resume)")
-            continue
+            if not args.use_checkpoints or (run := snapshot(run)) is None:
+                continue
+            print(f"  compressing its last checkpoint instead: {run}")
         for rule, config in rules:
-            metrics = compress(run, rule, config, dense)
+            metrics = compress(run, rule, config, dense if args.reference == "dense" else None)
             if metrics is None:
                 print(f"{method}/{variant}: compress with {rule} failed (see its compress.log)")
                 continue
@@ -152,7 +177,7 @@ def main(argv=None) -> int:
     text = table(rows)
     (Path(args.out) / "ablation.md").write_text(text)
     print(text)
-    return 0 if len(rows) == len(cells) * len(rules) else 1
+    return 0 if rows and len(rows) == len(cells) * len(rules) else 1
 
 
 if __name__ == "__main__":

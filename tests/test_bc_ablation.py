@@ -38,3 +38,21 @@ def test_ablation_trains_each_variant_and_compresses_it_under_each_rule(tmp_path
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert [path.stat().st_mtime_ns for path in outputs] == stamps
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_its_time_limit_is_compressed_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "ablation"
+    argv = [sys.executable, str(REPO / "scripts" / "bc_ablation.py"), "--arch", "lenet300", "--methods", "bc-ghs",
+            "--variants", "constant-clip-forward", "--rules", "sparsest", "--epochs", "3", "--reference", "none",
+            "--max-minutes", "0", "--use-checkpoints", "--dataset", "synthetic", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "training stopped with status 3" in done.stdout
+    (row,) = [json.loads(line) for line in (out / "ablation.jsonl").read_text().splitlines()]
+    assert row["epochs"] == 1 and row["variant"] == "constant-clip-forward" and row["rule"] == "sparsest"
+    run = out / "lenet300" / "bc-ghs" / "constant-clip-forward"
+    assert json.loads((run / "run.json").read_text())["params"]["clip_mode"] == "forward"
+    metrics = json.loads((run / "epoch1" / "rules" / "sparsest" / "metrics.json").read_text())
+    assert metrics["thresholds"]["reference_error_pct"] is None
+    assert not (out / "lenet300" / "dense").exists()  # --reference none trains no dense net
