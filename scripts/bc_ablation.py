@@ -9,8 +9,8 @@ cleanly after a checkpoint and the same command resumes them (finished runs are 
 from the dense reference train it first (``<out>/<arch>/dense``). Each trained run is then compressed once per rule in
 ``--rules`` (``NAME`` or ``NAME@BUDGET`` in points of validation error) in its own folder ``rules/<rule>``, so the
 thresholds chosen on the same posterior can be compared; the dense reference, where trained, gives the ``sparsest``
-rule its budget. Rows are appended to ``<out>/ablation.jsonl`` and the table is printed and written to
-``<out>/ablation.md``. Test error is reported, never used for a choice.
+rule its budget. The error-compression frontier is computed with the first rule only. Rows are appended to
+``<out>/ablation.jsonl`` and the table is printed and written to ``<out>/ablation.md``. Test error is reported, never used for a choice.
 """
 from __future__ import annotations
 
@@ -146,6 +146,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rules = [parse_rule(text) for text in args.rules]
+    for _, config in rules[1:]:  # the frontier (seven sparsest searches) once per trained net: with the first rule
+        config["frontier"] = []
     root = Path(args.out) / args.arch
     dense = root / "dense"
     if any(v in FROM_DENSE for v in args.variants) or (
