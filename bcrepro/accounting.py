@@ -1,8 +1,8 @@
 """Compression accounting: how many bits a pruned (and quantised) model takes to store. Pure arithmetic on numbers.
 
 Nothing here knows about torch models; ``bcrepro.compression`` turns a network into the numbers and arrays below. The
-spec is ``DESIGN.md`` "Compression accounting"; the published arithmetic it must reproduce is ``reference-bc.md`` §2.8
-and ``baselines.md`` §2.4. Weights only: biases are reported separately, as the authors do; the uncompressed model is
+rules are in ``docs/method.md`` (step 5 of "From posterior to compressed network") and ``docs/baselines.md`` §2.4,
+and the published arithmetic they must reproduce is tested in ``tests/test_accounting.py``. Weights only: biases are reported separately, as the authors do; the uncompressed model is
 32-bit.
 
 Three rates:
@@ -14,7 +14,7 @@ Three rates:
 - ``compression_max``: Deep Compression's storage (relative indices with fillers, quantised values, Huffman coding of
   both streams, a codebook), per layer the cheaper of that and a Huffman-coded slimmed dense matrix.
 
-Conventions of ``compression_max`` (Han et al. 2016 §2-4 and their ``decode.py``; see ``baselines.md`` §2.4):
+Conventions of ``compression_max`` (Han et al. 2016 §2-4 and their ``decode.py``; see ``docs/baselines.md`` §2.4):
 
 - The layer's weight tensor is flattened row-major in its original shape (``[out, in]`` or ``[out, in, kh, kw]``), so no
   row pointers are stored: positions decode as ``cumsum(code + 1) - 1``.
@@ -41,7 +41,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 FLOAT_BITS = 32  # the uncompressed model, and every index, pointer and codebook entry
-DEFAULT_INDEX_BITS = {"linear": 5, "conv": 8}  # Deep Compression's relative-index widths (baselines.md §2.2)
+DEFAULT_INDEX_BITS = {"linear": 5, "conv": 8}  # Deep Compression's relative-index widths (docs/baselines.md §2.2)
 
 
 # ---- pruning and precision: dense slimmed matrix or CSR, whichever is cheaper ----------------------------------------
@@ -61,7 +61,7 @@ class LayerCounts:
 
 
 def slim_size(kept_out: int, kept_in: int, kernel_area: int = 1) -> int:
-    """Numbers in a dense slimmed layer: ``kept_out * kept_in * k^2`` (reference-bc.md §2.8 layer counting)."""
+    """Numbers in a dense slimmed layer: ``kept_out * kept_in * k^2`` (docs/method.md layer counting)."""
     return int(kept_out) * int(kept_in) * int(kernel_area)
 
 
@@ -101,17 +101,17 @@ def _ratio(original_bits: float, stored_bits: float) -> float:
 
 
 def compression_pruning(layers: Sequence[LayerCounts]) -> float:
-    """32|W| / sum_l min(dense_l, csr_l) at 32 bits (DESIGN.md; the table's "after pruning", reference-bc.md §2.8)."""
+    """32|W| / sum_l min(dense_l, csr_l) at 32 bits (the table's "after pruning"; docs/method.md)."""
     original = FLOAT_BITS * sum(c.total for c in layers)
     return _ratio(original, sum(layer_storage(c, FLOAT_BITS)[0] for c in layers))
 
 
 def compression_precision(layers: Sequence[LayerCounts], bits: Sequence[float],
                           codebook_entries: Sequence[int] | None = None) -> float:
-    """32|W| / sum_l min(dense_l, csr_l) with values at ``b_l`` bits ("after precision reduction", §2.8).
+    """32|W| / sum_l min(dense_l, csr_l) with values at ``b_l`` bits ("after precision reduction").
 
     With ``codebook_entries`` (weight sharing: ``b_l`` is the index width), each layer also stores its codebook, 32
-    bits per entry (baselines.md §2.4), unless it keeps no weight at all: nothing indexes that codebook. So a network
+    bits per entry (docs/baselines.md §2.4), unless it keeps no weight at all: nothing indexes that codebook. So a network
     pruned to nothing costs nothing under every rate (``inf``), instead of a rate made of codebooks alone.
     """
     if len(bits) != len(layers):
@@ -247,6 +247,6 @@ def compression_max(layers: Sequence[EncodedLayer]) -> float:
 def han_storage_bits(entries: int, weight_bits: int, index_bits: int, codebook_size: int) -> int:
     """Deep Compression with fixed-length codes: ``entries * (weight_bits + index_bits) + 32 * codebook_size``.
 
-    ``entries`` = non-zeros + fillers (``baselines.md`` §2.4: "(#nonzeros + #fillers)(weight bits + index bits) + k32").
+    ``entries`` = non-zeros + fillers (``docs/baselines.md`` §2.4: "(#nonzeros + #fillers)(weight bits + index bits) + k32").
     """
     return int(entries) * (int(weight_bits) + int(index_bits)) + FLOAT_BITS * int(codebook_size)

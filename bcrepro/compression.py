@@ -1,4 +1,4 @@
-"""Compression of a trained group-sparse network: prune -> reduce precision -> account (paper §5, reference-bc.md §1.5).
+"""Compression of a trained group-sparse network: prune -> reduce precision -> account (paper §5, docs/method.md).
 
 The steps, in the order ``compress`` runs them:
 
@@ -7,11 +7,11 @@ The steps, in the order ``compress`` runs them:
    on a validation split held out of the training set) and ``valley`` (Otsu's split of the statistic's histogram, with
    a separation guard).
 2. **Masks** (``propagate_masks``): a pruned group removes a column (its input unit) or a row (its filter); a unit that
-   the next layer no longer reads is removed as well (reference-bc.md §2.4), expanding a conv channel to its H*W inputs
+   the next layer no longer reads is removed as well (docs/method.md), expanding a conv channel to its H*W inputs
    of the first linear layer.
 3. **Deterministic copy** (``deterministic_net``): a plain network with the masked posterior means (or their rounded
    values) as weights; its test error is ``error_pruned_pct`` (``error_quantized_pct`` with rounded weights).
-4. **Bit precision** (reference-bc.md §1.5, §2.5): ``s_l`` significand bits from the marginal variances of the kept
+4. **Bit precision** (docs/method.md): ``s_l`` significand bits from the marginal variances of the kept
    weights, one exponent ``e`` for the whole net, ``b_l = 1 + e + s_l``; weights rounded to a grid of step ``2^-s_l``.
 5. **Accounting** (``bcrepro.accounting``): ``compression_pruning``, ``compression_precision``, ``compression_max``.
 
@@ -131,7 +131,7 @@ def _keeps_all(threshold) -> bool:
 
 @torch.no_grad()
 def group_keep(layer: GroupScaleLayer, threshold: float | None) -> torch.Tensor:
-    """Groups kept: statistic < threshold (reference-bc.md §2.4); None or inf keeps all.  # bool [groups]"""
+    """Groups kept: statistic < threshold (docs/method.md); None or inf keeps all.  # bool [groups]"""
     statistic = layer.group_statistic().detach().cpu().double()  # float64, as the candidate midpoints
     if _keeps_all(threshold):
         return torch.ones_like(statistic, dtype=torch.bool)
@@ -178,7 +178,7 @@ def _check_thresholds(layers, thresholds):
 
 
 def propagate_masks(net, thresholds: Sequence[float | None] | None) -> list[LayerMask]:
-    """Per-layer masks from per-layer thresholds (aligned with ``net.prunable_layers()``), reference-bc.md §2.4.
+    """Per-layer masks from per-layer thresholds (aligned with ``net.prunable_layers()``), docs/method.md.
 
     At each boundary between prunable layers l and l+1: positions alive = expand(l's own output keep, by the conv->FC
     factor k) AND (l+1's own input keep). Output c of l survives iff any of its k positions is alive; l+1's in_mask is
@@ -354,7 +354,7 @@ def deterministic_net(net, masks: Sequence[LayerMask], weights: Sequence[torch.T
     return copy_net.requires_grad_(False)
 
 
-# ---- bit precision (reference-bc.md §1.5, §2.5) ---------------------------------------------------------------------
+# ---- bit precision (docs/method.md) ---------------------------------------------------------------------
 def significand_bits(variances: torch.Tensor | np.ndarray) -> int:
     """s_l = ceil(mean_i t_i), t_i = #{t in 1..23 : 2 Var(w_i) < 2^-t} (the authors' ``float_precisions``), capped 23.
 
@@ -381,7 +381,7 @@ def exponent_bits(max_abs_weight: float) -> int:
 
 
 def layer_bits(exponent: int, significand: int) -> int:
-    """b_l = 1 (sign) + e + s_l: the per-layer bit precision of the paper's Table 1 (reference-bc.md §2.8)."""
+    """b_l = 1 (sign) + e + s_l: the per-layer bit precision of the paper's Table 1 (docs/method.md)."""
     return 1 + exponent + significand
 
 

@@ -1,14 +1,14 @@
 """The paper's published numbers, as plain data: what ``bcrepro.report`` puts beside the measured ones.
 
-Sources (see ``docs/reference-bc.md`` §2.7 and §2.9, ``docs/baselines.md``):
+Sources (the BC paper's Tables 1 and 2, and ``docs/baselines.md``):
 
 - Table 1 of Louizos, Ullrich, Welling, "Bayesian Compression for Deep Learning" (NIPS 2017): the compression results.
   Its LeNet-5-Caffe and VGG rows are also in the README of the authors' tutorial
   (``KarenUllrich/Tutorial_BayesianCompressionForDL``); the BC bit widths and the LeNet-300-100 BC rates are
-  re-derived by the arithmetic of ``reference-bc.md`` §2.8 (unit-tested in ``tests/test_accounting.py``).
+  re-derived by the arithmetic of docs/method.md (unit-tested in ``tests/test_accounting.py``).
 - Table 2 of the same paper: the learned architectures (units left per layer after pruning).
 - Each baseline's own paper (``OWN_PAPER_RESULTS``): Deep Compression, DNS, Soft Weight-Sharing and Sparse VD as their
-  authors published them, with the kind of compression rate each used (``baselines.md`` §1).
+  authors published them, with the kind of compression rate each used (``docs/baselines.md`` §1).
 
 Column meanings of Table 1, as stored in ``PaperRow``: ``nonzero_pct`` = |W≠0|/|W| in %; ``bits`` = bits per stored
 weight per layer (a single number when one width serves all layers); ``compression_pruning`` = "fast prediction"
@@ -60,7 +60,7 @@ def _dense(arch: str) -> PaperRow:
     return _row(ORIGINAL_ERROR_PCT[arch], 100.0, None, 1.0, None, 1.0)
 
 
-# Keyed by (arch, method) with the method names of DESIGN.md "Names".
+# Keyed by (arch, method) with the method names of ``bcrepro methods``.
 PAPER_RESULTS: dict[tuple[str, str], PaperRow] = {
     ("lenet300", "dense"): _dense("lenet300"),
     ("lenet5", "dense"): _dense("lenet5"),
@@ -72,8 +72,8 @@ PAPER_RESULTS: dict[tuple[str, str], PaperRow] = {
     ("lenet300", "dns"): _row(2.0, 1.8, None, 28, None, None, starred=True),  # paper Table 1
     ("lenet300", "sws"): _row(1.9, 4.3, [3], 12, None, 64, starred=True),  # paper Table 1 (SWS's own 64x)
     ("lenet300", "sparse-vd"): _row(1.8, 2.2, [8, 11, 14], 21, 84, 113),  # paper Table 1
-    ("lenet300", "bc-gnj"): _row(1.8, 10.8, [8, 9, 14], 9, 36, 58),  # paper Table 1; 10.8 %, 9(36) by §2.8 arithmetic
-    ("lenet300", "bc-ghs"): _row(2.0, 10.6, [13, 11, 10], 9, 23, 59),  # paper Table 1; 10.6 %, 9(23) by §2.8
+    ("lenet300", "bc-gnj"): _row(1.8, 10.8, [8, 9, 14], 9, 36, 58),  # paper Table 1; 10.8 %, 9(36) by the accounting of docs/method.md
+    ("lenet300", "bc-ghs"): _row(2.0, 10.6, [13, 11, 10], 9, 23, 59),  # paper Table 1; 10.6 %, 9(23) by the same accounting
 
     # LeNet-5-Caffe (paper Table 1; error and "fast prediction" rates also in the tutorial README)
     ("lenet5", "dc"): _row(0.7, 8.0, [8, 8, 5, 5], 6, None, 39, starred=True),  # paper Table 1 + README
@@ -83,7 +83,7 @@ PAPER_RESULTS: dict[tuple[str, str], PaperRow] = {
     ("lenet5", "bc-gnj"): _row(1.0, 0.9, [18, 10, 7, 9], 108, 361, 573),  # paper Table 1 + README
     ("lenet5", "bc-ghs"): _row(1.0, 0.6, [10, 10, 14, 13], 156, 419, 771),  # paper Table 1 + README
 
-    # VGG on CIFAR-10 (paper Table 1 + README; bits re-derived by the §2.8 arithmetic from Table 2's architectures)
+    # VGG on CIFAR-10 (paper Table 1 + README; bits re-derived by the accounting of docs/method.md from Table 2's architectures)
     ("vgg16", "bc-gnj"): _row(8.6, 6.7, [10, 10, 10, 10, 8, 8, 8, 5, 5, 5, 5, 5, 6, 7, 11], 14, 56, 95),
     ("vgg16", "bc-ghs"): _row(9.0, 5.5, [11, 12, 9, 14, 10, 8, 5, 5, 6, 6, 6, 8, 11, 17, 10], 18, 59, 116),
 }
@@ -92,7 +92,7 @@ PAPER_RESULTS: dict[tuple[str, str], PaperRow] = {
 # Generalized Dropout and Group Lasso on LeNet-5, methods this package does not implement, so they are left out.
 PAPER_ARCHITECTURES: dict[tuple[str, str], list[int]] = {
     ("lenet300", "sparse-vd"): [512, 114, 72],  # paper Table 2
-    ("lenet300", "bc-gnj"): [278, 98, 13],  # paper Table 2 (reproduces 9(36) by §2.8 arithmetic)
+    ("lenet300", "bc-gnj"): [278, 98, 13],  # paper Table 2 (reproduces 9(36) by the accounting of docs/method.md)
     ("lenet300", "bc-ghs"): [311, 86, 14],  # paper Table 2 (reproduces 9(23))
     ("lenet5", "sparse-vd"): [14, 19, 242, 131],  # paper Table 2
     ("lenet5", "bc-gnj"): [8, 13, 88, 13],  # paper Table 2, also quoted by the L0-FLOPs paper
@@ -105,9 +105,9 @@ PAPER_ARCHITECTURES: dict[tuple[str, str], list[int]] = {
 # ---- each baseline's own paper ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OwnPaperRow:
-    """What a baseline's own paper published for one network (``baselines.md`` §2.3, §3.4, §4.4, §5.3).
+    """What a baseline's own paper published for one network (``docs/baselines.md`` §2.3, §3.4, §4.4, §5.3).
 
-    ``rate_kind`` says which compression rate ``rate`` is (``baselines.md`` §1, never to be mixed up): ``"parameters"``
+    ``rate_kind`` says which compression rate ``rate`` is (``docs/baselines.md`` §1, never to be mixed up): ``"parameters"``
     = |W| / |W≠0| (Han'15 pruning, DNS, Sparse VD) or ``"storage"`` = 32|W| over the bits of Deep Compression's
     encoding (DC, SWS), comparable with our ``compression_max``. ``kept_pct``: per-layer |W≠0|/|W| in %, where
     published. ``original_error_pct``: the reference network the paper started from (each trained its own).

@@ -3,8 +3,8 @@
 Aggregate figures (one per architecture, from a table with one row per (arch, method, seed)):
 
 - ``error_vs_compression_{arch}.png``: test error against compression rate after pruning and after precision reduction,
-  measured seeds, their mean and spread, and the paper's Table 1 point for the same method (reference-bc.md §2.7).
-- ``architecture_{arch}.png``: units kept per layer, beside the original widths and the paper's Table 2 (§2.9).
+  measured seeds, their mean and spread, and the paper's Table 1 point for the same method.
+- ``architecture_{arch}.png``: units kept per layer, beside the original widths and the paper's Table 2.
 - ``speedup.png`` (from every run's ``speed.json``): the slimmed model's measured speed-up over the original against
   batch size, per architecture and method, beside the theoretical one (the ratio of multiply-adds).
 
@@ -15,8 +15,8 @@ Per-run figures (``run_figures``, from a run directory ``results/runs/{arch}/{me
 - ``frontier.png``: validation and test error against compression after pruning as the validation budget of the
   ``sparsest`` threshold rule grows, with the run's chosen point and the paper's Table 1 point on the same axes.
 - ``training.png``: error, groups kept and KL weight per epoch.
-- ``weights.png``: the authors' ``visualise_weights`` (reference-bc.md §1.7), linear first layers only.
-- ``pixel_importance.png``: the authors' ``visualize_pixel_importance`` (§1.7), 784-input linear first layers only.
+- ``weights.png``: the authors' ``visualise_weights`` (docs/method.md), linear first layers only.
+- ``pixel_importance.png``: the authors' ``visualize_pixel_importance``, 784-input linear first layers only.
 
 Every function returns the paths it wrote ([] when the figure does not apply to the run). Files are written atomically
 (a temporary name in the same folder, then ``os.replace``). The paper's numbers come from ``bcrepro.paper`` unless
@@ -204,7 +204,7 @@ def groups_kept(statistic: np.ndarray, threshold: float) -> int:
 
 
 def pixel_importance_map(statistic_0: np.ndarray) -> np.ndarray:
-    """The authors' pixel importance ``1 - clip(exp(log alpha), 0, 1)`` of each input pixel (reference-bc.md §1.7).
+    """The authors' pixel importance ``1 - clip(exp(log alpha), 0, 1)`` of each input pixel (docs/method.md).
 
     ``statistic_0``: the first linear layer's per-input statistic, 784 values in row-major pixel order.
     Returns the importance as an image.  # [28, 28]
@@ -220,7 +220,7 @@ def pixel_importance_map(statistic_0: np.ndarray) -> np.ndarray:
 
 
 def masked_weight_map(weight: np.ndarray, in_mask: np.ndarray, out_mask: np.ndarray) -> np.ndarray:
-    """The authors' weight picture (reference-bc.md §1.7): ``weight^T`` with pruned inputs (rows) and pruned outputs
+    """The authors' weight picture (docs/method.md): ``weight^T`` with pruned inputs (rows) and pruned outputs
     (columns) set to zero.
 
     ``weight``: a linear layer's posterior-mean weights  # [out, in]
@@ -622,7 +622,7 @@ def training_curves(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> 
 
 
 def first_layer_weights(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> list[Path]:
-    """The authors' ``visualise_weights`` (reference-bc.md §1.7): ``weight_i^T`` of layers 0 and 1 with pruned inputs
+    """The authors' ``visualise_weights`` (docs/method.md): ``weight_i^T`` of layers 0 and 1 with pruned inputs
     (rows) and outputs (columns) zeroed, 'seismic' colours clipped at +-0.5 max|w|. Linear first layers only: [] for a
     conv net or without posterior.npz."""
     run_dir = Path(run_dir)
@@ -647,7 +647,7 @@ def first_layer_weights(run_dir: str | os.PathLike, out_path: str | os.PathLike)
 
 
 def pixel_importance(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> list[Path]:
-    """The authors' ``visualize_pixel_importance`` (reference-bc.md §1.7): ``pixel_importance_map(statistic_0)`` as a
+    """The authors' ``visualize_pixel_importance`` (docs/method.md): ``pixel_importance_map(statistic_0)`` as a
     28x28 image beside the kept-input mask ``in_mask_0``. Only for a 784-input linear first layer with a statistic;
     [] otherwise."""
     run_dir = Path(run_dir)

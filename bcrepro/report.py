@@ -7,7 +7,7 @@ The CLI's report verb is ``write_tables(load_runs(runs_dir), out_dir)``. It read
   the compression rates, next to ``paper.PAPER_RESULTS`` (Table 1) and the difference measured − paper;
 - ``architectures.csv`` / ``architectures.md``: units kept per layer, measured next to Table 2.
 
-Decisions where DESIGN.md is silent:
+Decisions:
 
 - std is pandas' sample std (ddof=1), so it is NaN with one seed; the md/tex tables print it as "–".
 - A speed-up is the original model's median forward time over the slimmed model's, at the largest batch that was
@@ -38,7 +38,7 @@ METHOD_ORDER = ["dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs"]
 METRICS_FILE = "metrics.json"
 SPEED_FILE = "speed.json"
 
-# Keys every metrics.json must have (DESIGN.md "Outputs"); any others are ignored here.
+# Keys every metrics.json must have (docs/workflow.md, "`metrics.json` keys"); any others are ignored here.
 REQUIRED_KEYS = [
     "arch", "method", "seed", "dataset", "error_pct", "error_pruned_pct", "error_quantized_pct", "total_weights",
     "nonzero_weights", "compression_pruning", "compression_precision", "compression_max", "bits", "architecture",

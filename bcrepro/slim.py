@@ -1,4 +1,4 @@
-"""Turn a group-pruned network into a smaller dense ``nn.Module`` with the same outputs (paper §5 speed-up; DESIGN.md).
+"""Turn a group-pruned network into a smaller dense ``nn.Module`` with the same outputs (paper §5 speed-up; docs/workflow.md).
 
 ``slim_net(net, masks)`` physically removes pruned filters and units: every prunable layer becomes a plain
 ``nn.Linear``/``nn.Conv2d`` holding only the kept rows and columns of the test-time weights, batch norms are sliced to

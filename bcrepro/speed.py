@@ -1,4 +1,4 @@
-"""Inference time of a compressed network against the original (paper §5 "fast prediction"; DESIGN.md speed.json).
+"""Inference time of a compressed network against the original (paper §5 "fast prediction"; docs/workflow.md speed.json).
 
 Variants, all in eval mode without gradients and with the same input:
 

@@ -9,7 +9,7 @@ continued by the compress, speed-up and figures jobs, each a separate process.
         run.log_metrics({"train/loss": loss, "val/error": err}, step=epoch)
         run.log_artifact("results/runs/lenet300/bc-gnj/seed0/model.pt")
 
-Modes (see ``docs/DESIGN.md``, "Workflow, tracking, profiles"):
+Modes (see ``docs/workflow.md``, "MLflow"):
 
 - ``direct``: every job logs live to the store at ``uri`` (SQLite on a local disk, or an ``http://`` server). The
   store must exist before the jobs start: several processes creating one SQLite file at once crash in MLflow's

@@ -1,10 +1,10 @@
 """Codebook quantisation of weights: the maths of two baselines' weight sharing, independent of training.
 
-- **Deep Compression** (Han, Mao, Dally 2016 §3.1-3.3; ``baselines.md`` §2.1 steps 4-5): per layer, 1-D k-means with
+- **Deep Compression** (Han, Mao, Dally 2016 §3.1-3.3; ``docs/baselines.md`` §2.1 steps 4-5): per layer, 1-D k-means with
   ``k = 2^bits`` over the surviving (unpruned) weights, centroids initialised evenly over ``[min, max]``; every weight
   then stores a ``ceil(log2 k)``-bit index into a float32 codebook (``Codebook``). Fine-tuning moves the centroids
   only, with the gradient ``dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k)`` (``centroid_gradients``).
-- **Soft Weight-Sharing** post-processing (Ullrich, Meeds, Welling 2017; ``baselines.md`` §4.3, the authors'
+- **Soft Weight-Sharing** post-processing (Ullrich, Meeds, Welling 2017; ``docs/baselines.md`` §4.3, the authors'
   ``helpers.discretesize``): merge mixture components whose Gaussians are nearly identical
   (``merge_close_components``), set the merged mean closest to 0 to exactly 0, then move every weight to the mean of
   its most responsible component (``snap_to_means``).
@@ -197,7 +197,7 @@ def gaussian_kl(means: torch.Tensor, log_precisions: torch.Tensor) -> torch.Tens
 
 def merge_close_components(means: torch.Tensor, log_precisions: torch.Tensor, log_pis: torch.Tensor,
                            threshold: float = DEFAULT_MERGE_KL) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SWS post-processing steps 1-2 (``baselines.md`` §4.3): merge nearly identical mixture components, then put the
+    """SWS post-processing steps 1-2 (``docs/baselines.md`` §4.3): merge nearly identical mixture components, then put the
     merged mean closest to 0 at exactly 0.
 
     Arguments are the whole mixture, zero component included, each [J]: ``means``, ``log_precisions``
@@ -208,7 +208,7 @@ def merge_close_components(means: torch.Tensor, log_precisions: torch.Tensor, lo
     Rule ("KL below a threshold", the authors' ``discretesize``): components i and j are merged when
     ``KL(N_i || N_j) < threshold`` or ``KL(N_j || N_i) < threshold`` (the authors take every pair of the full,
     asymmetric KL matrix below 1e-10), and merging is transitive (groups are the connected components of that
-    relation). A group is replaced by its moment match as ``baselines.md`` §4.3 writes it:
+    relation). A group is replaced by its moment match as ``docs/baselines.md`` §4.3 writes it:
     ``pi = sum pi_i``, ``mu = sum pi_i mu_i / pi``, ``sigma^2 = sum pi_i sigma_i^2 / pi``. (The authors' code averages
     the precisions instead of the variances; at KL < 1e-10 the merged Gaussians are the same to that precision.)
     """

@@ -4,7 +4,7 @@
 
 One step = forward, backward (cross-entropy + KL / N for the Bayesian nets), Adam (the training loop's own),
 variance clipping, on the same batch. Steps of the variants are interleaved round-robin so machine noise hits all of
-them alike; the ratio of medians is printed. Goal (issue 2): <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on
+them alike; the ratio of medians is printed. Goal: <= 2.0x for LeNet-300-100 and <= 2.5x for LeNet-5 on
 CPU. For LeNet-300-100 it also prints the floor: the time of the matmuls and normal draws that exact local
 reparameterisation with one z per example cannot avoid, over the dense step. ``--reference`` adds the BC steps through
 plain autograd over the reference expressions (``fused_step = False``) to the same round-robin, to show what the fused

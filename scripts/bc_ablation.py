@@ -1,4 +1,4 @@
-"""The BC LeNet ablation of issue 17: train each (method, variant) on MNIST, compress each trained net under several
+"""The BC LeNet ablation: train each (method, variant) on MNIST, compress each trained net under several
 threshold rules, and print one table.
 
     python scripts/bc_ablation.py --arch lenet5 --methods bc-ghs bc-gnj --variants constant sparse-vd-schedule \
@@ -23,7 +23,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# The variants of issue 17's hypotheses, as hyper-parameters over the method's defaults.
+# The variants: why BC LeNet-5 compresses less than the paper's (training schedule, start, variance clipping), as
+# hyper-parameters over the method's defaults.
 VARIANTS = {
     "sparse-vd-schedule": {},                                  # the old defaults: constant, then linear to 0
     "constant": {"lr_schedule": "constant"},                   # the authors' lab code: constant Adam 1e-3

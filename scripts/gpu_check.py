@@ -1,4 +1,4 @@
-"""One prepared check for a machine with a GPU (issue 5): training speed of BC-GHS VGG-16 and the speed-ups of the
+"""One prepared check for a machine with a GPU: training speed of BC-GHS VGG-16 and the speed-ups of the
 paper's learned LeNet-5 and VGG architectures, slimmed, against the original networks.
 
     PYTHONPATH=. python scripts/gpu_check.py [--device cuda] [--steps 300] [--out gpu_check.json]
@@ -37,7 +37,7 @@ from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, train
 
 CIFAR_TRAIN = 50_000
-# Table 2 of the paper (reference-bc.md §2.7): groups kept per prunable layer by BC-GHS.
+# Table 2 of the paper (paper Table 1): groups kept per prunable layer by BC-GHS.
 PAPER_ARCHITECTURES = {
     "lenet5": [5, 10, 76, 16],
     "vgg16": [51, 62, 125, 128, 228, 129, 38, 13, 9, 6, 5, 6, 6, 6, 20],

@@ -1,4 +1,4 @@
-"""The accounting reproduces the published arithmetic (reference-bc.md §2.8, baselines.md §2.2/§2.4)."""
+"""The accounting reproduces the published arithmetic (docs/method.md, docs/baselines.md §2.2/§2.4)."""
 import math
 
 import numpy as np

@@ -90,7 +90,7 @@ def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, qu
     assert posterior["weight_0"].shape == (300, 784) and posterior["weight_1"].shape == (100, 300)
     assert str(posterior["statistic_label"]) == net.group_layers()[0].statistic_label
 
-    # The slimmed model's speed against the original, in the speed.json format of DESIGN.md.
+    # The slimmed model's speed against the original, in the speed.json format of docs/workflow.md.
     done = bcrepro("speedup", "--run", run, "--batch-sizes", 1, 32, "--repeats", 3, "--warmup", 1)
     assert done.returncode == 0, done.stderr
     records = json.loads((run / "speed.json").read_text())

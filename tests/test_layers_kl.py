@@ -125,7 +125,7 @@ def test_ghs_invgamma_kl_matches_monte_carlo(log_scale):
 @pytest.mark.parametrize("tau0", [TAU0, 1e-3, 0.5])
 def test_printed_sa_kl_is_gamma_kl_with_scale_tau0_not_tau0_squared(tau0):
     """Paper Eq. 34 as printed = KL(q || G(1/2, scale tau0)) - 1.5 log tau0, for every q: the printed s_a prior has
-    scale tau0 where the text says tau0^2 (reference-bc.md §2.3)."""
+    scale tau0 where the text says tau0^2 (docs/method.md)."""
     log_tau0 = math.log(tau0)
     mu = t([log_tau0 - math.log(2.0), 2.0 * log_tau0 - math.log(2.0), log_tau0 + 1.0, log_tau0 - 4.0, 0.0])
     logvar = t([-9.0, math.log(0.1), 0.0, -2.0, math.log(0.3)])

@@ -5,7 +5,7 @@ import torch
 from bcrepro import models
 from bcrepro.methods import get_method
 
-# Weights only (no biases, no batch norm): baselines.md §0 and reference-bc.md §2.6.
+# Weights only (no biases, no batch norm): docs/baselines.md §0 and docs/decisions.md.
 PAPER_WEIGHTS = {"lenet300": 266_200, "lenet5": 430_500, "vgg16": 14_977_728}
 GROUPS = {"lenet300": [784, 300, 100], "lenet5": [20, 50, 800, 500]}
 

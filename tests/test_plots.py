@@ -1,5 +1,5 @@
 """Figures: every figure is written as a readable PNG where it applies and skipped where it does not; the two maps the
-authors plot (pixel importance, masked weights) are checked against hand computations (reference-bc.md §1.7)."""
+authors plot (pixel importance, masked weights) are checked against hand computations (docs/method.md)."""
 import json
 import math
 from dataclasses import dataclass

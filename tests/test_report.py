@@ -225,7 +225,7 @@ def test_paper_bits_have_one_width_or_one_per_layer():
 
 
 def test_paper_lenet300_gnj_rates_follow_from_its_table2_architecture():
-    # reference-bc.md §2.8: FC weights = kept inputs x kept inputs of the next layer (10 outputs at the end)
+    # docs/method.md: FC weights = kept inputs x kept inputs of the next layer (10 outputs at the end)
     kept = paper.paper_architecture("lenet300", "bc-gnj") + [10]
     layer_weights = [a * b for a, b in zip(kept[:-1], kept[1:])]
     row = paper.paper_row("lenet300", "bc-gnj")

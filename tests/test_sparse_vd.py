@@ -1,4 +1,4 @@
-"""Sparse VD layers (Molchanov et al. 2017) against the claims of baselines.md §5: the KL fit, the local
+"""Sparse VD layers (Molchanov et al. 2017) against the claims of docs/baselines.md §5: the KL fit, the local
 reparameterisation, the pruned test-time network and the log alpha clip.
 
 Reference values are computed here, independently of the module: the KL from the published formula in plain

@@ -1,4 +1,4 @@
-"""Speed-up measurement: records in DESIGN.md's format, ratios computed from them, thread count restored."""
+"""Speed-up measurement: records in docs/workflow.md's format, ratios computed from them, thread count restored."""
 import logging
 
 import pytest

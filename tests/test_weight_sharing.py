@@ -1,4 +1,4 @@
-"""Weight sharing does what DC and SWS describe (baselines.md §2.1 steps 4-5, §4.3)."""
+"""Weight sharing does what DC and SWS describe (docs/baselines.md §2.1 steps 4-5, §4.3)."""
 import math
 
 import pytest

@@ -12,7 +12,7 @@ Conventions fixed here, for every family and geometry:
 - conv layers scale the whole output of a filter, bias included, by ``z``: ``y_c = z_c (W~_c * x + b~_c)``. A pruned filter
   then outputs exactly zero, so removing it is exact, and the eval pass and the deterministic (masked, rounded) pass
   agree. The authors' code scaled the bias by ``z`` in the stochastic pass but not in the deterministic one (bug 2 in
-  ``reference-bc.md`` §1.8); here ``posterior_bias()`` is what both use;
+  docs/decisions.md); here ``posterior_bias()`` is what both use;
 - linear layers scale inputs, so their bias is not scaled (as the authors);
 - biases get an ``N(0, 1)`` prior as in the authors' code (the paper does not say); they are never pruned on their own.
 """

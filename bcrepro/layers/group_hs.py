@@ -13,7 +13,7 @@ Sampling: the layer-wide part ``log s`` is drawn once per example and shared by 
 per example and group; so draws of different groups are correlated exactly as in the model.
 
 The s_a KL (``sa_kl``): the paper prints ``-KL = log tau0 - tau0^-1 E[s_a] + ...``, which is the Gamma KL for a scale
-``tau0`` (global scale sqrt(tau0) ~ 3e-3), not ``tau0^2`` (global scale tau0 = 1e-5); ``reference-bc.md`` §2.3.
+``tau0`` (global scale sqrt(tau0) ~ 3e-3), not ``tau0^2`` (global scale tau0 = 1e-5); docs/method.md.
 ``sa_kl="exact"`` (the default) is the KL of the prior the paper states, so the model is the one written down, with
 tau0 = 1e-5 meaning what it says; ``sa_kl="printed"`` is the printed formula verbatim, constant included.
 

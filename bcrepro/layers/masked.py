@@ -2,7 +2,7 @@
 Surgery) and anything else that prunes single weights.
 
 ``MaskedLinear``/``MaskedConv2d`` are ``nn.Linear``/``nn.Conv2d`` with a boolean buffer ``mask`` of the weight's
-shape; the forward pass uses ``weight * mask``. Two gradient conventions (baselines.md §2.1, §3.1):
+shape; the forward pass uses ``weight * mask``. Two gradient conventions (docs/baselines.md §2.1, §3.1):
 
 - ``straight_through=False`` (DC): the gradient of ``weight`` is masked too, so a pruned weight gets no update; the
   method also zeroes pruned weights after each optimiser step (momentum and weight decay would move them otherwise);

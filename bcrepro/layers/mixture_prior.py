@@ -1,4 +1,4 @@
-"""The learned Gaussian-mixture prior of Soft Weight-Sharing (Ullrich, Meeds, Welling, ICLR 2017), baselines.md §4.
+"""The learned Gaussian-mixture prior of Soft Weight-Sharing (Ullrich, Meeds, Welling, ICLR 2017), docs/baselines.md §4.
 
 ``p(w) = prod_i sum_j pi_j N(w_i | mu_j, 1/lambda_j)`` over the weights of every prunable layer, with J components: a
 zero component (``mu_0 = 0`` and ``pi_0`` fixed) and J-1 learned ones (means, log-precisions and mixing logits that
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 _LOG_2PI = math.log(2 * math.pi)
-MAX_LOG_PRECISION = math.log(1e6)  # sigma^2 >= 1e-6 (baselines.md §6)
+MAX_LOG_PRECISION = math.log(1e6)  # sigma^2 >= 1e-6 (docs/baselines.md §6)
 CHUNK = 1 << 14  # weights per block of the [n, J] responsibilities on CPU, so the working set stays in cache
 
 

@@ -1,9 +1,9 @@
-"""Sparse variational dropout (Molchanov, Ashukha & Vetrov, ICML 2017): the per-weight baseline of baselines.md §5.
+"""Sparse variational dropout (Molchanov, Ashukha & Vetrov, ICML 2017): the per-weight baseline of docs/baselines.md §5.
 
 Every weight has its own Gaussian posterior ``q(w_ij) = N(theta_ij, sigma_ij^2)`` under the log-uniform prior
 ``p(|w|) ∝ 1/|w|``. The parameters are the authors' additive reparameterisation ``w = theta + sigma * eps``: ``theta``
 and ``log_sigma2`` are trained, and the dropout rate ``log alpha = log sigma^2 - log theta^2`` is derived from them
-(baselines.md §5.1). A weight is pruned when ``log alpha > 3`` (alpha > e^3 ≈ 20, dropout rate > 0.95).
+(docs/baselines.md §5.1). A weight is pruned when ``log alpha > 3`` (alpha > e^3 ≈ 20, dropout rate > 0.95).
 
 Conventions, as in the authors' ``nets/layers.py``:
 
@@ -31,7 +31,7 @@ from .group_nj import jeffreys_kl_approx
 
 # Prune a weight when log alpha exceeds this (the SVDO paper's value; alpha > e^3 ≈ 20).
 PRUNE_THRESHOLD = 3.0
-# The authors' code clips log alpha to [-8, 8] (baselines.md §5.2); the deepbayes PyTorch port uses [-10, 10]. Both
+# The authors' code clips log alpha to [-8, 8] (docs/baselines.md §5.2); the deepbayes PyTorch port uses [-10, 10]. Both
 # bounds lie far from the threshold, so the pruning mask is the same either way. The clip keeps exp(-log alpha) in
 # the KL from overflowing; as in the reference, a weight outside the bounds gets no gradient through log alpha.
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = -8.0, 8.0

@@ -1,4 +1,4 @@
-"""Compression methods by name (the names of DESIGN.md). A method is one short file that registers itself here."""
+"""Compression methods by name (``bcrepro methods`` lists them). A method is one short file that registers itself here."""
 from .registry import METHODS, Method, get_method, register
 
 # Importing a method module registers it.

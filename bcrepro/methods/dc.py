@@ -1,5 +1,5 @@
 """``dc``: Deep Compression (Han, Mao, Dally, ICLR 2016) with the pruning of Han, Pool, Tran, Dally (NIPS 2015),
-baselines.md §2. There is no official training code; the steps follow the papers and the §6 checklist.
+docs/baselines.md §2. There is no official training code; the steps follow the papers and the §6 checklist.
 
 From the dense reference:
 
@@ -69,7 +69,7 @@ def scheduled_steps(hp: dict) -> dict[str, int]:
     return {**steps, "quantize_iteration": int(hp["quantize_iteration"])}
 
 
-# Retraining with the Caffe LeNet solver (baselines.md §0) at a tenth of its learning rate (Han et al. 2015); no
+# Retraining with the Caffe LeNet solver (docs/baselines.md §0) at a tenth of its learning rate (Han et al. 2015); no
 # iteration counts were published for the MNIST nets: 3 pruning rounds 4,300 iterations (5 epochs) apart, retraining
 # to iteration 17,200 (20 epochs), centroid fine-tuning for the last 10 epochs.
 _SOLVER = dict(epochs=30, batch_size=64, lr=0.001, lr_schedule="inv", lr_gamma=1e-4, lr_power=0.75, optimizer="sgd",

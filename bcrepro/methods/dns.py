@@ -1,4 +1,4 @@
-"""``dns``: Dynamic Network Surgery (Guo, Yao, Chen, NIPS 2016), as their Caffe code does it (baselines.md §3).
+"""``dns``: Dynamic Network Surgery (Guo, Yao, Chen, NIPS 2016), as their Caffe code does it (docs/baselines.md §3).
 
 From the dense reference, each layer's weights are masked in the forward pass while the gradient of the masked weights
 updates *every* weight (straight-through masks), so pruned weights can grow back. With probability
@@ -71,12 +71,12 @@ def scheduled_steps(hp: dict) -> dict[str, int]:
     return {f"iter_stop[{i}]": int(n) for i, n in enumerate(hp["iter_stop"])}
 
 
-# The authors' Caffe LeNet solver (baselines.md §0, §3.3): SGD, momentum 0.9, weight decay 5e-4, lr 0.01 with the inv
+# The authors' Caffe LeNet solver (docs/baselines.md §0, §3.3): SGD, momentum 0.9, weight decay 5e-4, lr 0.01 with the inv
 # policy (gamma 1e-4, power 0.75), batch 64. 16K surgery iterations for LeNet-5 and 25K for LeNet-300-100 (DNS
 # Table 1), i.e. 19 and 29 epochs of our 55,000 training images.
 _SOLVER = dict(batch_size=64, lr=0.01, lr_schedule="inv", lr_gamma=1e-4, lr_power=0.75, optimizer="sgd",
                momentum=0.9, weight_decay=5e-4, kl_warmup_epochs=0, augment=False, validation_size="1/12",
-               surgery_gamma=1e-4, surgery_power=1.0)  # the mask-update probability of the README and issue #2
+               surgery_gamma=1e-4, surgery_power=1.0)  # the mask-update probability (the DNS repository's README and its issue #2)
 DNS = register(Method(
     name="dns",
     description="Dynamic Network Surgery: pruning and splicing with straight-through masks (Guo et al. 2016)",

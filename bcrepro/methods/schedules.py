@@ -1,7 +1,7 @@
 """Training budgets shared by several methods, each written once with its source."""
 
-# Paper budget for the MNIST networks. The BC paper's appendix values could not be verified (reference-bc.md §2.6);
-# we use the schedule of Sparse VD's reference code from the same group and year (baselines.md §5.2): 200 epochs of
+# Paper budget for the MNIST networks. The BC paper's appendix values could not be verified (docs/decisions.md);
+# we use the schedule of Sparse VD's reference code from the same group and year (docs/baselines.md §5.2): 200 epochs of
 # Adam at 1e-3, constant for the first half then linearly to 0, KL warm-up reaching 1 at epoch 20, and the BC
 # tutorial's batch of 128.
 BAYESIAN_MNIST = dict(
@@ -16,7 +16,7 @@ BAYESIAN_MNIST = dict(
 )
 
 # Dense references for the MNIST networks: Adam with cosine decay reaches the papers' 1.6 % / 0.8–0.9 % error on
-# MNIST in well under 100 epochs; the original Caffe solvers (SGD, `inv` policy, 10k iterations) are in baselines.md §0.
+# MNIST in well under 100 epochs; the original Caffe solvers (SGD, `inv` policy, 10k iterations) are in docs/baselines.md §0.
 DENSE_MNIST = dict(
     epochs=60,
     batch_size=128,
@@ -29,7 +29,7 @@ DENSE_MNIST = dict(
 )
 
 # Dense VGG-16 on CIFAR-10, a modern equivalent of cifar.torch's recipe (SGD at lr 1 halved every 25 epochs for 300
-# epochs, YUV + local contrast normalisation, flips: 7.55 % error; baselines.md §0): SGD with Nesterov-free momentum
+# epochs, YUV + local contrast normalisation, flips: 7.55 % error; docs/baselines.md §0): SGD with Nesterov-free momentum
 # 0.9, lr 0.05 with cosine decay, weight decay 5e-4, 200 epochs, random crops (pad 4) and flips done on the device,
 # per-channel standardisation. This schedule is the common one for VGG-16-BN on CIFAR-10 (about 6-7 % error); it has
 # not been run here (no CIFAR-10 and no GPU on the development machines).
@@ -47,8 +47,8 @@ DENSE_CIFAR = dict(
     validation_size="1/12",   # of the 50k training images (4,167)
 )
 
-# BC on VGG-16 starts from the dense VGG (paper §5); its epochs, rates and warm-up are not published (reference-bc.md
-# §2.6). Our choice: Adam at 1e-4 (a tenth of the LeNets' rate, so the pretrained features survive the first noisy
+# BC on VGG-16 starts from the dense VGG (paper §5); its epochs, rates and warm-up are not published
+# (docs/decisions.md). Our choice: Adam at 1e-4 (a tenth of the LeNets' rate, so the pretrained features survive the first noisy
 # steps), constant for half the epochs then linearly to 0 (as the LeNets), 100 epochs with KL warm-up over the first
 # 10, the same augmentation as the dense reference, no weight decay (the KL is the regulariser).
 BAYESIAN_CIFAR = dict(

@@ -1,4 +1,4 @@
-"""``sparse-vd``: Sparse Variational Dropout (Molchanov, Ashukha, Vetrov, ICML 2017), baselines.md §5.
+"""``sparse-vd``: Sparse Variational Dropout (Molchanov, Ashukha, Vetrov, ICML 2017), docs/baselines.md §5.
 
 Training: cross-entropy + beta_t KL / N with the per-weight log-uniform prior (``LinearSVDO``/``Conv2dSVDO``), from
 scratch for the LeNets as the authors did. Compression: weights with log alpha > 3 are pruned (counted one by one, CSR
@@ -19,7 +19,7 @@ def _factory(arch: str, hp: dict) -> LayerFactory:
         conv=lambda c_in, c_out, k, padding, index: Conv2dSVDO(c_in, c_out, k, padding=padding, train_clip=clip))
 
 
-# The authors' experiments (baselines.md §5.2): Adam, 200 epochs, batch 100, KL weight 0 for 5 epochs then linear to 1
+# The authors' experiments (docs/baselines.md §5.2): Adam, 200 epochs, batch 100, KL weight 0 for 5 epochs then linear to 1
 # at epoch 20 (rw_linear), train_clip on. Same 5,000-image validation hold-out as every method (never used to prune:
 # the threshold log alpha = 3 is fixed), and the same data preprocessing as every method (the authors subtract the
 # mean image instead; a shared pipeline keeps the comparison fair).

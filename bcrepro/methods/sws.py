@@ -1,4 +1,4 @@
-"""``sws``: Soft Weight-Sharing (Ullrich, Meeds, Welling, ICLR 2017), baselines.md §4.
+"""``sws``: Soft Weight-Sharing (Ullrich, Meeds, Welling, ICLR 2017), docs/baselines.md §4.
 
 From the dense reference, retrain under a learned 17-component Gaussian-mixture prior (``GaussianMixturePrior``: zero
 component with pi_0 = 0.999 fixed, 16 learned means spread over the pretrained weights' range, Gamma hyper-priors on
@@ -64,7 +64,7 @@ def finalize(net, hp: dict) -> None:
         layer.n_centroids.fill_(len(nonzero))
 
 
-# Paper §4.2 and the tutorial (baselines.md §4.2): 17 components, pi_0 = 0.999, 100 epochs of Adam, the weights at the
+# Paper §4.2 and the tutorial (docs/baselines.md §4.2): 17 components, pi_0 = 0.999, 100 epochs of Adam, the weights at the
 # pretraining rate. The mixture trains at the tutorial's rates (means 1e-4, log-precisions and mixing 3e-3): at the
 # paper's 5e-4 for all three ("a very sensitive parameter") the means moved as fast as the precisions sharpened, so
 # the still-broad components dragged every mean onto the bulk of the weights at 0 within 3 epochs of Fashion-MNIST
