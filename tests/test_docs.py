@@ -27,3 +27,19 @@ def test_every_cited_markdown_file_exists():
 
 def test_the_readme_stays_short():
     assert len((REPO / "README.md").read_text().splitlines()) <= 150
+
+
+def test_every_hyperparameter_the_paper_config_writes_equals_the_methods_default():
+    """config/config.yaml restates the library's defaults with their sources; the two must not drift apart."""
+    import yaml
+
+    from bcrepro.methods import get_method
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    drift = []
+    for method, per_arch in config["hyperparameters"].items():
+        for arch, values in per_arch.items():
+            defaults = get_method(method).params_for(arch)
+            drift += [f"{method}/{arch}/{key}: config {value!r}, bcrepro/methods {defaults.get(key)!r}"
+                      for key, value in values.items() if defaults.get(key) != value]
+    assert not drift, "config/config.yaml and the methods' defaults disagree:\n" + "\n".join(drift)
