@@ -42,6 +42,7 @@ COMPRESSED_FILE = "compressed.npz"
 ARTEFACT_FILE = "compressed.bin"  # Deep Compression's format, bit-packed (bcrepro.bitstream)
 SLIM_FILE = "slim.pt"
 POSTERIOR_FILE = "posterior.npz"
+MLFLOW_MODEL_DIR = "slim_model"  # the slimmed network as an MLflow PyTorch model (logged only with MLflow on)
 SPEED_FILE = "speed.json"
 DEFAULT_EXPERIMENT = "bcrepro"
 # The validation hold-out (and synthetic data) do not depend on the training seed: every run sees the same split.
@@ -269,6 +270,8 @@ def cmd_train(args) -> None:
     time_limit = None if args.max_minutes is None else 60.0 * args.max_minutes
     with cell_run(args, run, out) as tracker:
         tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **params})
+        tracker.log_dataset(splits.name, data.splits_digest(splits),
+                            "synthetic" if run["dataset"] == "synthetic" else str(Path(run["data_root"]).resolve()))
         history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept,
                         time_limit_s=time_limit,
                         after_step=None if method.after_step is None else method.after_step(net, params),
@@ -346,8 +349,10 @@ def cmd_compress(args) -> None:
     artefact = bitstream.encode_layers(result.encoded, [(m.out_mask.cpu().numpy(), m.in_mask.cpu().numpy())
                                                         for m in result.masks])
     write_atomically(out / ARTEFACT_FILE, lambda handle: handle.write(artefact))
+    slimmed = None
     try:
-        slim.save_slim(slim.slim_net(deployable, result.masks), out / SLIM_FILE)
+        slimmed = slim.slim_net(deployable, result.masks)
+        slim.save_slim(slimmed, out / SLIM_FILE)
     except ValueError as err:  # a module slim_net cannot slim (it names it); the other outputs stand
         log.warning("no slimmed export for this run: %s", err)
     if net.group_layers():
@@ -371,6 +376,8 @@ def cmd_compress(args) -> None:
         for name in (METRICS_FILE, COMPRESSED_FILE, ARTEFACT_FILE, SLIM_FILE, POSTERIOR_FILE):
             if (out / name).exists():
                 tracker.log_artifact(out / name, "compressed" if name != METRICS_FILE else None)
+        if slimmed is not None:  # loadable with mlflow.pytorch.load_model("runs:/<id>/slim_model")
+            tracker.log_pytorch_model(slimmed.cpu().eval(), out / MLFLOW_MODEL_DIR, MLFLOW_MODEL_DIR)
     if metrics["empty_layers"]:
         log.warning("layers %s keep no weight: the network's output no longer depends on its input, every rate is "
                     "infinite (null in %s) and the error is chance level", metrics["empty_layers"], METRICS_FILE)

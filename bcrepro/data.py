@@ -562,6 +562,17 @@ def load_dataset(name: str, data_root="data", download: bool = True, device="cpu
                       name, description)
 
 
+def splits_digest(splits: "DataSplits") -> str:
+    """A short content digest of a loaded data set and its split: the labels of each split and the image shape,
+    so two runs on the same data and hold-out share it and any other split differs."""
+    import hashlib
+
+    digest = hashlib.sha256(repr((splits.name, tuple(splits.input_shape))).encode())
+    for labels in (splits.train_y, splits.val_y, splits.test_y):
+        digest.update(labels.detach().to("cpu", torch.int64).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 VALIDATION_FRACTION = 1 / 12  # of the training images: MNIST's 60,000 give the usual 5,000
 VALIDATION_FLOOR = 1000  # images: below this one image is worth more than the 0.1-point threshold budget
 

@@ -113,6 +113,10 @@ def _experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
     return found.experiment_id
 
 
+# MLflow 3 opens an experiment without this tag in its GenAI view; ours are model-training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def init_store(uri: str, experiment: str, artifact_location) -> str:
     """Create the store (tables, migrations) and the experiment, with its artifacts under ``artifact_location`` (a
     folder path, stored as a ``file://`` URI so that artifacts do not land in a cwd-relative ``mlruns/``). Call it
@@ -127,9 +131,14 @@ def init_store(uri: str, experiment: str, artifact_location) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         location.mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(experiment, artifact_location=location.as_uri())
+        experiment_id = client.create_experiment(experiment, artifact_location=location.as_uri(),
+                                                 tags=EXPERIMENT_TAGS)
+        return experiment_id
     if found.lifecycle_stage != "active":
         client.restore_experiment(found.experiment_id)
+    for key, value in EXPERIMENT_TAGS.items():  # stores made before the tag existed get it too
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
     if found.artifact_location != location.as_uri():
         log.warning("MLflow experiment %r already stores its artifacts at %s, not at %s; keeping %s", experiment,
                     found.artifact_location, location.as_uri(), found.artifact_location)
@@ -295,6 +304,14 @@ class _MlflowWriter:
         for chunk in _chunks(rows, METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=[Metric(*row) for row in chunk])
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        """One data set the run used, as an MLflow dataset input (the UI's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+
     def log_artifact(self, path: Path, artifact_path: str | None) -> None:
         if path.is_dir():
             under = f"{artifact_path}/{path.name}" if artifact_path else path.name
@@ -411,6 +428,34 @@ class CellRun:
             self._writer.log_metrics([(key, value, now, step) for key, value in cleaned.items()])
         else:
             self._event("metrics", step=step, metrics=cleaned)
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str = "training") -> None:
+        """The data set of this run (``name``, a content ``digest``, where it lives) as an MLflow dataset input."""
+        if not self._logging():
+            return
+        if self.mode == "direct":
+            self._writer.log_dataset(name, digest, source, context)
+        else:
+            self._event("dataset", name=name, digest=digest, source=source, context=context)
+
+    def log_pytorch_model(self, module, folder, artifact_path: str = "model") -> None:
+        """``module`` saved as an MLflow PyTorch model in ``folder`` (inside the run directory) and logged as the
+        artifact ``artifact_path``: ``mlflow.pytorch.load_model("runs:/<run id>/<artifact_path>")`` loads it."""
+        if not self._logging():
+            return
+        import shutil
+
+        import mlflow.pytorch
+
+        folder = Path(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        import torch
+
+        # pickle, not torch.export's pt2: a slimmed network may hold modules export cannot trace; the requirement is
+        # stated so that MLflow does not load the model in a subprocess to infer it
+        mlflow.pytorch.save_model(module, str(folder), serialization_format="pickle",
+                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self.log_artifact(folder, None if artifact_path == folder.name else artifact_path)
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         if not self._logging():
@@ -546,6 +591,8 @@ def _replay(writer: _MlflowWriter, events: list[dict], run_dir: Path) -> None:
             writer.log_params(event["params"])
         elif kind == "tags":
             writer.set_tags(event["tags"])
+        elif kind == "dataset":
+            writer.log_dataset(event["name"], event["digest"], event["source"], event.get("context", "training"))
         elif kind == "artifact":
             path = run_dir / event["path"]  # an absolute event path stays absolute
             if path.exists():

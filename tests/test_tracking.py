@@ -117,6 +117,17 @@ def test_init_store_creates_the_database_and_experiment_once(tmp_path):
     experiment = client_for(uri).get_experiment(first)
     assert experiment.name == "bc"
     assert experiment.artifact_location == artifacts.resolve().as_uri()
+    # MLflow 3's UI opens the experiment as model training, not in its GenAI view
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_init_store_tags_an_experiment_made_before_the_tag(tmp_path):
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    old = init_store(uri, "bc", tmp_path / "artifacts")
+    client_for(uri).delete_experiment_tag(old, "mlflow.experimentKind")
+    assert "mlflow.experimentKind" not in client_for(uri).get_experiment(old).tags
+    assert init_store(uri, "bc", tmp_path / "artifacts") == old
+    assert client_for(uri).get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_direct_jobs_of_one_cell_continue_one_run(store, experiment, tmp_path, monkeypatch):
@@ -311,3 +322,24 @@ def test_cell_tags_name_the_batch_job(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "5")
     assert tracking.cell_tags(CELL, "train")["train.job_id"] == "5"
     assert tracking.git_commit() != ""
+
+
+@pytest.mark.parametrize("mode", ["direct", "deferred"])
+def test_a_run_shows_its_data_set_and_a_loadable_pytorch_model(store, experiment, tmp_path, mode):
+    import torch
+
+    uri, root = store
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).eval()
+    with CellRun(tmp_path, uri=uri, experiment=experiment, mode=mode, rule="compress", cell=CELL) as run:
+        run.log_dataset("mnist", "0123456789abcdef", "/data")
+        run.log_pytorch_model(module, tmp_path / "slim_model", "slim_model")
+    if mode == "deferred":
+        import_deferred(tmp_path, uri, experiment, root / "results" / "mlartifacts" / experiment)
+    (run_id,) = find_runs(uri, experiment).run_id.tolist()
+    inputs = client_for(uri).get_run(run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("mnist", "0123456789abcdef")]
+    assert {t.key: t.value for t in inputs[0].tags} == {"mlflow.data.context": "training"}
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/slim_model")
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(loaded(x), module(x))

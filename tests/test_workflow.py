@@ -177,7 +177,19 @@ def test_whole_dag_logs_one_finished_mlflow_run_per_cell(finished_workflow):
     assert [m.step for m in client.get_metric_history(gnj["run_id"], "test_error_pct")] == [1, 2]
     assert len(client.get_metric_history(gnj["run_id"], "groups_kept_fraction.layer0")) == 2
     artifacts = {a.path for a in client.list_artifacts(gnj["run_id"])}
-    assert {"state_dicts", "compressed", "figures", "metrics.json", "speed.json"} <= artifacts
+    assert {"state_dicts", "compressed", "figures", "metrics.json", "speed.json", "slim_model"} <= artifacts
+    (dataset,) = client.get_run(gnj["run_id"]).inputs.dataset_inputs
+    assert dataset.dataset.name == "synthetic" and len(dataset.dataset.digest) == 16
+    # the slimmed network loads from MLflow and computes what slim.pt computes
+    import torch
+
+    from bcrepro import slim
+
+    mlflow.set_tracking_uri(tracking.sqlite_uri(finished_workflow / "results" / "mlflow.db"))
+    logged = mlflow.pytorch.load_model(f"runs:/{gnj['run_id']}/slim_model")
+    saved = slim.load_slim(finished_workflow / "results/runs/lenet300/bc-gnj/seed0/slim.pt").eval()
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(logged(x), saved(x))
 
 
 @pytest.mark.slow
