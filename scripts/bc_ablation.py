@@ -137,6 +137,9 @@ def parse_args(argv=None):
                         help="state the sparsest rule's budget against the dense reference (trained if missing)")
     parser.add_argument("--use-checkpoints", action="store_true",
                         help="compress the last checkpoint of a run stopped by --max-minutes (constant-rate screening)")
+    parser.add_argument("--compress-only", action="store_true", help="train nothing: compress what is there")
+    parser.add_argument("--frontier", type=float, nargs="*",
+                        help="validation budgets of the frontier (default: compress's own; none: no frontier)")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--seed", type=int, default=0)
@@ -147,19 +150,24 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rules = [parse_rule(text) for text in args.rules]
-    for _, config in rules[1:]:  # the frontier (seven sparsest searches) once per trained net: with the first rule
+    for _, config in rules[1:]:  # the frontier (one sparsest search per budget) once per trained net: the first rule
         config["frontier"] = []
+    if args.frontier is not None:
+        rules[0][1]["frontier"] = args.frontier
     root = Path(args.out) / args.arch
     dense = root / "dense"
-    if any(v in FROM_DENSE for v in args.variants) or (
-            args.reference == "dense" and any(c["rule"] == "sparsest" for _, c in rules)):
+    if not args.compress_only and (any(v in FROM_DENSE for v in args.variants) or (
+            args.reference == "dense" and any(c["rule"] == "sparsest" for _, c in rules))):
         if train(args.arch, "dense", {"epochs": args.dense_epochs}, dense, args) != 0:
             print(f"the dense reference did not finish (see {root}/dense.train.log); rerun to resume")
     cells = [(m, v) for m in args.methods for v in args.variants]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        codes = list(pool.map(lambda cell: train(
-            args.arch, cell[0], {"epochs": args.epochs, **VARIANTS[cell[1]]}, root / cell[0] / cell[1], args,
-            init=dense if cell[1] in FROM_DENSE else None), cells))
+    if args.compress_only:
+        codes = [0 if (root / m / v / "model.pt").exists() else 3 for m, v in cells]
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            codes = list(pool.map(lambda cell: train(
+                args.arch, cell[0], {"epochs": args.epochs, **VARIANTS[cell[1]]}, root / cell[0] / cell[1], args,
+                init=dense if cell[1] in FROM_DENSE else None), cells))
     rows = []
     for (method, variant), code in zip(cells, codes):
         run = root / method / variant

@@ -56,3 +56,11 @@ def test_a_run_stopped_by_its_time_limit_is_compressed_from_its_last_checkpoint(
     metrics = json.loads((run / "epoch1" / "rules" / "sparsest" / "metrics.json").read_text())
     assert metrics["thresholds"]["reference_error_pct"] is None
     assert not (out / "lenet300" / "dense").exists()  # --reference none trains no dense net
+    # --compress-only trains nothing more: the same snapshot, a rule added, no frontier
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    argv[argv.index("sparsest")] = "valley"
+    again = subprocess.run(argv + ["--compress-only", "--frontier"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+    valley = json.loads((run / "epoch1" / "rules" / "valley" / "metrics.json").read_text())
+    assert valley["thresholds"]["rule"] == "valley" and valley["frontier"] is None
