@@ -64,11 +64,18 @@ class _Masked:
     def share_weights(self) -> None:
         """Cluster the kept weights into at most ``codebook_size`` centroids; from now on only those are trained."""
         codebook = share_weights(self.weight.detach(), self.mask, int(self.codebook_size).bit_length() - 1)
+        self.set_codebook(codebook.centroids, codebook.assignments)
+
+    @torch.no_grad()
+    def set_codebook(self, centroids: torch.Tensor, assignments: torch.Tensor) -> None:
+        """Share the weights: ``centroids`` (at most ``codebook_size``) and each weight's index into them (-1 where
+        pruned). The only way to set a codebook, so that the entry count the forward pass reads stays in step."""
+        n = int(centroids.numel())
         self.centroids.zero_()
-        self.centroids[:codebook.n_entries] = codebook.centroids.to(self.centroids)
-        self.assignments.copy_(codebook.assignments)
-        self.n_centroids.fill_(codebook.n_entries)
-        self._entries = int(codebook.n_entries)
+        self.centroids[:n] = centroids.to(self.centroids)
+        self.assignments.copy_(assignments)
+        self.n_centroids.fill_(n)
+        self._entries = n
 
     def codebook_entries(self) -> int | None:
         """Entries of the codebook once shared (each stored at 32 bits); None before."""

@@ -58,10 +58,7 @@ def finalize(net, hp: dict) -> None:
         assignments = code_of[component]
         layer.mask.copy_(assignments >= 0)
         layer.weight.copy_(means[component].to(layer.weight))
-        layer.centroids.zero_()
-        layer.centroids[:len(nonzero)] = means[nonzero].to(layer.centroids)
-        layer.assignments.copy_(assignments)
-        layer.n_centroids.fill_(len(nonzero))
+        layer.set_codebook(means[nonzero], assignments)
 
 
 # Paper §4.2 and the tutorial (docs/baselines.md §4.2): 17 components, pi_0 = 0.999, 100 epochs of Adam, the weights at the
