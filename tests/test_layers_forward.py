@@ -379,6 +379,17 @@ def test_forward_clipping_samples_with_the_clipped_variance_and_keeps_the_kl_unc
     torch.testing.assert_close(forward.weight_logvar.grad, expected)
 
 
+def test_the_marginal_variance_of_a_forward_clipped_layer_uses_the_clipped_variance():
+    layer = LinearGroupNJ(6, 4, clip_var=0.04, clip_mode="forward")
+    with torch.no_grad():
+        layer.weight_logvar.copy_(torch.linspace(-6.0, 0.0, 24).view(4, 6))
+    clipped = layer.weight_logvar.detach().clamp(max=math.log(0.04)).exp()
+    z_mean, z_var = layer.z_mean().detach(), layer.z_variance().detach()
+    mu = layer.weight_mu.detach()
+    expected = z_var * (clipped + mu ** 2) + z_mean ** 2 * clipped  # Var[z w~], z and w~ independent
+    torch.testing.assert_close(layer.marginal_variance().detach(), expected)
+
+
 def test_an_unknown_clip_mode_names_the_choices():
     with pytest.raises(ValueError, match="clip_mode must be one of"):
         LinearGroupNJ(3, 2, clip_var=0.04, clip_mode="both")

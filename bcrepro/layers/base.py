@@ -157,8 +157,16 @@ class GroupScaleLayer(nn.Module):
         """
         z_mean = self._broadcast_groups(self.z_mean())
         z_var = self._broadcast_groups(self.z_variance())
-        w_var = self.weight_logvar.exp()
+        w_var = self.sampled_weight_logvar().exp()
         return z_var * (w_var + self.weight_mu.pow(2)) + z_mean.pow(2) * w_var
+
+    def sampled_weight_logvar(self) -> torch.Tensor:
+        """The weight log-variances the network samples with: clipped at ``clip_var`` (a no-op for ``"parameter"``
+        clipping, whose parameters never exceed it after a step). The posterior the forward pass uses, so the bit
+        precision is read from it."""
+        if self.clip_var is None:
+            return self.weight_logvar
+        return self.weight_logvar.clamp(max=math.log(self.clip_var))
 
     def posterior_bias(self) -> torch.Tensor:
         """The bias of the posterior-mean network.  # [out]"""
