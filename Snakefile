@@ -7,12 +7,19 @@
 stage data -> create the MLflow store -> pretrain dense (arch, seed) -> train (arch, method, seed) -> compress ->
 speed-up (group-sparse methods) -> table and figures. Every job is one `bcrepro` CLI call; see workflow/rules/.
 """
+import shlex
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+# Every job runs `python -m bcrepro` with this checkout first on the import path: the same code in the installed
+# environment and in the jobs' conda environment (workflow/envs/bcrepro.yaml), which holds only the dependencies.
+shell.prefix(f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 
 include: "workflow/rules/common.smk"

@@ -2,7 +2,6 @@
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -28,12 +27,10 @@ def coerce_command_line_values():
 coerce_command_line_values()
 validate(config, "../schemas/config.schema.yaml")
 
+# The rules write their paths out in full (results/runs/{arch}/{method}/seed{seed}/...), as Snakemake's linter asks;
+# the helpers below build the same paths for lists of cells.
 RUNS = "results/runs"
-RUN = RUNS + "/{arch}/{method}/seed{seed}"
-LOGS = "results/logs"
 GPU_SLOTS = "results/gpu_slots"  # lock files by which CUDA jobs spread over a machine's GPUs (bcrepro.gpu_slots)
-BENCHMARKS = "results/benchmarks"
-BCREPRO = f"{shlex.quote(sys.executable)} -m bcrepro"
 # Rough CPU minutes per epoch at the paper's batch size, for the cluster's time limit (doubled below for safety).
 MINUTES_PER_EPOCH = {"lenet300": 0.3, "lenet5": 2.0, "vgg16": 3.0}
 
@@ -93,7 +90,7 @@ def check_cells():
         try:
             cell_params(arch, method)
         except ValueError as err:
-            raise WorkflowError(f"config keys 'archs'/'methods'/'arch_methods': {err}") from None
+            raise WorkflowError(f"config keys archs, methods and arch_methods: {err}") from None
 
 
 check_cells()
@@ -168,3 +165,43 @@ def final_targets():
     if config["mlflow_mode"] == "deferred":
         targets.append("results/mlflow/imported.json")
     return targets
+
+
+def runs_root(wildcards):
+    """The folder of every run folder, which the table and figures read."""
+    return RUNS
+
+
+def run_folder(wildcards, output):
+    """The run folder of a job's cell: the folder of its first output."""
+    return str(Path(output[0]).parent)
+
+
+def train_params(wildcards):
+    method = wildcards.get("method", "dense")
+    return json.dumps(cell_params(wildcards.arch, method), sort_keys=True)
+
+
+def train_inputs(wildcards):
+    inputs = {"data": f"results/data/{dataset(wildcards.arch)}.json", "store": store_input(wildcards)}
+    if get_method(wildcards.get("method", "dense")).starts_from(wildcards.arch):
+        inputs["init"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
+    return inputs
+
+
+def init_option(wildcards, input):
+    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
+
+
+def compress_inputs(wildcards):
+    """The trained model, and the dense reference's where the threshold rule states its budget against it."""
+    run = f"{RUNS}/{wildcards.arch}/{wildcards.method}/seed{wildcards.seed}"
+    inputs = {"model": f"{run}/model.pt"}
+    thresholds = cell_params(wildcards.arch, wildcards.method).get("thresholds")
+    if wildcards.method != "dense" and isinstance(thresholds, dict) and thresholds.get("rule") == "sparsest":
+        inputs["reference"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
+    return inputs
+
+
+def reference_option(wildcards, input):
+    return f"--reference-run {shlex.quote(str(Path(input.reference).parent))}" if "reference" in input.keys() else ""

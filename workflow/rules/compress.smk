@@ -2,32 +2,19 @@
 pruning)."""
 
 
-def compress_inputs(wildcards):
-    """The trained model, and the dense reference's where the threshold rule states its budget against it."""
-    inputs = {"model": RUN.format(**wildcards) + "/model.pt"}
-    thresholds = cell_params(wildcards.arch, wildcards.method).get("thresholds")
-    if wildcards.method != "dense" and isinstance(thresholds, dict) and thresholds.get("rule") == "sparsest":
-        inputs["reference"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
-    return inputs
-
-
-def reference_option(wildcards, input):
-    return f"--reference-run {shlex.quote(str(Path(input.reference).parent))}" if "reference" in input.keys() else ""
-
-
 rule compress:
     input:
         unpack(compress_inputs),
     output:
-        metrics=RUN + "/metrics.json",
-        compressed=RUN + "/compressed.npz",
-        artefact=RUN + "/compressed.bin",
+        metrics="results/runs/{arch}/{method}/seed{seed}/metrics.json",
+        compressed="results/runs/{arch}/{method}/seed{seed}/compressed.npz",
+        artefact="results/runs/{arch}/{method}/seed{seed}/compressed.bin",
     log:
-        LOGS + "/compress/{arch}_{method}_seed{seed}.log",
+        "results/logs/compress/{arch}_{method}_seed{seed}.log",
     benchmark:
-        BENCHMARKS + "/compress/{arch}_{method}_seed{seed}.tsv"
+        "results/benchmarks/compress/{arch}_{method}_seed{seed}.tsv"
     params:
-        out=RUN,
+        out=run_folder,
         device=config["compress"]["device"],
         gpu_slots=GPU_SLOTS,
         jobs_per_gpu=config["gpu_jobs_per_device"],
@@ -38,22 +25,24 @@ rule compress:
         mem_mb=4000,
         runtime=60,
     threads: 2
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} compress --run {params.out:q} --device {params.device} --gpu-slots {params.gpu_slots:q} "
+        "python -m bcrepro compress --run {params.out:q} --device {params.device} --gpu-slots {params.gpu_slots:q} "
         "--jobs-per-gpu {params.jobs_per_gpu} {params.reference} {params.tracking} > {log:q} 2>&1"
 
 
 rule speedup:
     input:
-        metrics=RUN + "/metrics.json",
+        metrics="results/runs/{arch}/{method}/seed{seed}/metrics.json",
     output:
-        speed=RUN + "/speed.json",
+        speed="results/runs/{arch}/{method}/seed{seed}/speed.json",
     log:
-        LOGS + "/speedup/{arch}_{method}_seed{seed}.log",
+        "results/logs/speedup/{arch}_{method}_seed{seed}.log",
     benchmark:
-        BENCHMARKS + "/speedup/{arch}_{method}_seed{seed}.tsv"
+        "results/benchmarks/speedup/{arch}_{method}_seed{seed}.tsv"
     params:
-        out=RUN,
+        out=run_folder,
         device=config["speedup"]["device"],
         batch_sizes=" ".join(map(str, config["speedup"]["batch_sizes"])),
         repeats=config["speedup"]["repeats"],
@@ -66,8 +55,10 @@ rule speedup:
         mem_mb=8000,
         runtime=60,
     threads: config["speedup"]["threads"]
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} speedup --run {params.out:q} --device {params.device} --batch-sizes {params.batch_sizes} "
+        "python -m bcrepro speedup --run {params.out:q} --device {params.device} --batch-sizes {params.batch_sizes} "
         "--repeats {params.repeats} --threads {params.threads} --memory-format {params.memory_format} "
         "--compile {params.compile} "
         "{params.tracking} > {log:q} 2>&1"

@@ -9,9 +9,9 @@ rule stage_data:
     output:
         "results/data/{dataset}.json",
     log:
-        LOGS + "/stage_data/{dataset}.log",
+        "results/logs/stage_data/{dataset}.log",
     benchmark:
-        BENCHMARKS + "/stage_data/{dataset}.tsv"
+        "results/benchmarks/stage_data/{dataset}.tsv"
     params:
         data_root=config["data_root"],
         download="" if config["download"] else "--no-download",
@@ -19,8 +19,10 @@ rule stage_data:
         mem_mb=2000,
         runtime=30,
     threads: 1
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} stage --dataset {wildcards.dataset} --data-root {params.data_root:q} {params.download} "
+        "python -m bcrepro stage --dataset {wildcards.dataset} --data-root {params.data_root:q} {params.download} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -28,9 +30,9 @@ rule init_mlflow:
     output:
         "results/mlflow/store.json",
     log:
-        LOGS + "/init_mlflow.log",
+        "results/logs/init_mlflow.log",
     benchmark:
-        BENCHMARKS + "/init_mlflow.tsv"
+        "results/benchmarks/init_mlflow.tsv"
     params:
         uri=mlflow_uri(),
         experiment=config["mlflow_experiment"],
@@ -39,6 +41,8 @@ rule init_mlflow:
         mem_mb=2000,
         runtime=30,
     threads: 1
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} mlflow-init --mlflow-uri {params.uri:q} --mlflow-experiment {params.experiment:q} "
+        "python -m bcrepro mlflow-init --mlflow-uri {params.uri:q} --mlflow-experiment {params.experiment:q} "
         "--artifacts {params.artifacts:q} --out {output:q} > {log:q} 2>&1"

@@ -13,17 +13,19 @@ rule table:
     output:
         TABLE_FILES,
     log:
-        LOGS + "/table.log",
+        "results/logs/table.log",
     benchmark:
-        BENCHMARKS + "/table.tsv"
+        "results/benchmarks/table.tsv"
     params:
-        runs=RUNS,
+        runs=runs_root,
     resources:
         mem_mb=2000,
         runtime=30,
     threads: 1
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} table --runs {params.runs:q} --out results > {log:q} 2>&1"
+        "python -m bcrepro table --runs {params.runs:q} --out results > {log:q} 2>&1"
 
 
 rule figures:
@@ -33,18 +35,20 @@ rule figures:
     output:
         figure_files(),
     log:
-        LOGS + "/figures.log",
+        "results/logs/figures.log",
     benchmark:
-        BENCHMARKS + "/figures.tsv"
+        "results/benchmarks/figures.tsv"
     params:
-        runs=RUNS,
+        runs=runs_root,
         tracking=tracking_args("figures"),
     resources:
         mem_mb=2000,
         runtime=30,
     threads: 1
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} figures --runs {params.runs:q} --out results/figures {params.tracking} > {log:q} 2>&1"
+        "python -m bcrepro figures --runs {params.runs:q} --out results/figures {params.tracking} > {log:q} 2>&1"
 
 
 rule import_mlflow:
@@ -55,11 +59,11 @@ rule import_mlflow:
     output:
         "results/mlflow/imported.json",
     log:
-        LOGS + "/import_mlflow.log",
+        "results/logs/import_mlflow.log",
     benchmark:
-        BENCHMARKS + "/import_mlflow.tsv"
+        "results/benchmarks/import_mlflow.tsv"
     params:
-        runs=RUNS,
+        runs=runs_root,
         uri=mlflow_uri(),
         experiment=config["mlflow_experiment"],
         artifacts="results/mlflow/artifacts",
@@ -67,6 +71,8 @@ rule import_mlflow:
         mem_mb=2000,
         runtime=30,
     threads: 1
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
-        "{BCREPRO} mlflow-import --runs {params.runs:q} --mlflow-uri {params.uri:q} "
+        "python -m bcrepro mlflow-import --runs {params.runs:q} --mlflow-uri {params.uri:q} "
         "--mlflow-experiment {params.experiment:q} --artifacts {params.artifacts:q} --out {output:q} > {log:q} 2>&1"

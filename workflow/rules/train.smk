@@ -2,7 +2,7 @@
 where the method starts from one. A job killed half-way resumes from its checkpoint when the workflow is rerun."""
 
 TRAIN_SHELL = (
-    "{BCREPRO} train --arch {wildcards.arch} --method {params.method} --dataset {params.dataset} "
+    "python -m bcrepro train --arch {wildcards.arch} --method {params.method} --dataset {params.dataset} "
     "--data-root {params.data_root:q} {params.download} --seed {wildcards.seed} --device {params.device} "
     "--gpu-slots {params.gpu_slots:q} --jobs-per-gpu {params.jobs_per_gpu} "
     "--epoch-scale {params.epoch_scale} --params-json {params.hyperparameters:q} {params.init} "
@@ -10,32 +10,16 @@ TRAIN_SHELL = (
 )
 
 
-def train_params(wildcards):
-    method = wildcards.get("method", "dense")
-    return json.dumps(cell_params(wildcards.arch, method), sort_keys=True)
-
-
-def train_inputs(wildcards):
-    inputs = {"data": f"results/data/{dataset(wildcards.arch)}.json", "store": store_input(wildcards)}
-    if get_method(wildcards.get("method", "dense")).starts_from(wildcards.arch):
-        inputs["init"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
-    return inputs
-
-
-def init_option(wildcards, input):
-    return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
-
-
 rule pretrain:
     input:
         unpack(train_inputs),
     output:
-        model=RUNS + "/{arch}/dense/seed{seed}/model.pt",
-        history=RUNS + "/{arch}/dense/seed{seed}/history.json",
+        model="results/runs/{arch}/dense/seed{seed}/model.pt",
+        history="results/runs/{arch}/dense/seed{seed}/history.json",
     log:
-        LOGS + "/pretrain/{arch}_dense_seed{seed}.log",
+        "results/logs/pretrain/{arch}_dense_seed{seed}.log",
     benchmark:
-        BENCHMARKS + "/pretrain/{arch}_dense_seed{seed}.tsv"
+        "results/benchmarks/pretrain/{arch}_dense_seed{seed}.tsv"
     params:
         method="dense",
         dataset=lambda wc: dataset(wc.arch),
@@ -47,13 +31,15 @@ rule pretrain:
         epoch_scale=config["epoch_scale"],
         hyperparameters=train_params,
         init="",
-        out=RUNS + "/{arch}/dense/seed{seed}",
+        out=run_folder,
         tracking=tracking_args("pretrain"),
     resources:
         gpu=uses_gpu(config["device"]),
         mem_mb=4000,
         runtime=train_runtime,
     threads: 2
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
         TRAIN_SHELL
 
@@ -64,12 +50,12 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=RUN + "/model.pt",
-        history=RUN + "/history.json",
+        model="results/runs/{arch}/{method}/seed{seed}/model.pt",
+        history="results/runs/{arch}/{method}/seed{seed}/history.json",
     log:
-        LOGS + "/train/{arch}_{method}_seed{seed}.log",
+        "results/logs/train/{arch}_{method}_seed{seed}.log",
     benchmark:
-        BENCHMARKS + "/train/{arch}_{method}_seed{seed}.tsv"
+        "results/benchmarks/train/{arch}_{method}_seed{seed}.tsv"
     params:
         method=lambda wc: wc.method,
         dataset=lambda wc: dataset(wc.arch),
@@ -81,13 +67,15 @@ rule train:
         epoch_scale=config["epoch_scale"],
         hyperparameters=train_params,
         init=init_option,
-        out=RUN,
+        out=run_folder,
         tracking=tracking_args("train"),
     resources:
         gpu=uses_gpu(config["device"]),
         mem_mb=4000,
         runtime=train_runtime,
     threads: 2
+    conda:
+        "../envs/bcrepro.yaml"
     shell:
         TRAIN_SHELL
 
