@@ -26,10 +26,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import bitstream, compression, cpu_memory, data, gpu_slots, models, slim, speed, tracking
+from . import data, gpu_slots, models
+from .compress import bitstream, pipeline
+from .deploy import cpu_memory, slim, speed
+from .report import tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
-from .evaluation import PrefixReusingErrorRate
+from .compress.evaluation import PrefixReusingErrorRate
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")
@@ -272,7 +275,7 @@ def cmd_train(args) -> None:
         tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **params})
         tracker.log_dataset(splits.name, data.splits_digest(splits),
                             "synthetic" if run["dataset"] == "synthetic" else str(Path(run["data_root"]).resolve()))
-        history = train(net, splits, config, out, device, groups_kept=compression.monitor_groups_kept,
+        history = train(net, splits, config, out, device, groups_kept=pipeline.monitor_groups_kept,
                         time_limit_s=time_limit,
                         after_step=None if method.after_step is None else method.after_step(net, params),
                         on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
@@ -337,13 +340,13 @@ def cmd_compress(args) -> None:
             Path(args.reference_run), run, splits, device)}
     # the threshold search and curve evaluate hundreds of networks differing in one layer: reuse what they share
     validation = PrefixReusingErrorRate(splits.val_x, splits.val_y) if len(splits.val_y) else None
-    result = compression.compress(net, thresholds, validation,
+    result = pipeline.compress(net, thresholds, validation,
                                   lambda module: error_rate(module, splits.test_x, splits.test_y),
                                   frontier_budgets=(thresholds or {}).get("frontier",
-                                                                          compression.DEFAULT_FRONTIER_BUDGETS))
+                                                                          pipeline.DEFAULT_FRONTIER_BUDGETS))
     precision = result.precision
     deployable = result.quantized_net if result.quantized_net is not None else result.pruned_net
-    compressed_bytes = compression.save_compressed(
+    compressed_bytes = pipeline.save_compressed(
         out / COMPRESSED_FILE, deployable, result.masks,
         None if precision is None else precision.rounded_weights, None if precision is None else precision.bits)
     artefact = bitstream.encode_layers(result.encoded, [(m.out_mask.cpu().numpy(), m.in_mask.cpu().numpy())
@@ -356,7 +359,7 @@ def cmd_compress(args) -> None:
     except ValueError as err:  # a module slim_net cannot slim (it names it); the other outputs stand
         log.warning("no slimmed export for this run: %s", err)
     if net.group_layers():
-        compression.save_posterior(out / POSTERIOR_FILE, net, result.thresholds, result.masks)
+        pipeline.save_posterior(out / POSTERIOR_FILE, net, result.thresholds, result.masks)
     with cell_run(args, run, out) as tracker:
         metrics = {
             "arch": run["arch"], "method": run["method"], "seed": run["seed"], "dataset": run["dataset"],
@@ -404,7 +407,7 @@ def cmd_speedup(args) -> None:
     device = resolve_device(args.device)
     run, splits, net = load_trained(out, torch.device("cpu"))
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
-    masks = compression.propagate_masks(net, thresholds if net.group_layers() else None)
+    masks = pipeline.propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
     stock_pooling = args.stock_pooling or speed.stock_pooling_for(device, args.compile)
     if device.type == "cpu" and not args.system_allocator and not cpu_memory.keep_freed_memory():
@@ -458,21 +461,21 @@ def cmd_mlflow_import(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from . import report  # pandas is only needed here
-    runs = report.load_runs(Path(args.runs))
+    from .report import table  # pandas is only needed here
+    runs = table.load_runs(Path(args.runs))
     if runs.empty:
         raise UsageError(f"no {METRICS_FILE} found under {args.runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
-    for path in report.write_tables(runs, Path(args.out)):
+    for path in table.write_tables(runs, Path(args.out)):
         log.info("wrote %s", path)
 
 
 def cmd_figures(args) -> None:
-    from . import plots, report  # matplotlib, seaborn and pandas are only needed here
+    from .report import figures, table  # matplotlib, seaborn and pandas are only needed here
     runs_dir, figures_dir = Path(args.runs), Path(args.out)
-    runs = report.load_runs(runs_dir)
+    runs = table.load_runs(runs_dir)
     if runs.empty:
         raise UsageError(f"no {METRICS_FILE} found under {args.runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
-    written = plots.all_figures(runs, runs_dir, figures_dir)
+    written = figures.all_figures(runs, runs_dir, figures_dir)
     log.info("wrote %d figures under %s", len(written), figures_dir)
     for run_dir in sorted(p.parent for p in runs_dir.glob(f"*/*/seed*/{METRICS_FILE}")):
         arch, method, seed = run_dir.relative_to(runs_dir).parts

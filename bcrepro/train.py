@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .atomic import write_atomically
 from .data import DataSplits, augment_cifar, minibatches
-from . import inference
+from . import pooling
 from .models import Net
 
 log = logging.getLogger("bcrepro.train")
@@ -110,11 +110,11 @@ def error_rate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
     The count stays on the device until the end, like the training loop's sums (one read, not one per batch). The
     forward passes on CPU go through the exact pooling rewrite of ``bcrepro.inference`` (1.5x faster for LeNet-5;
-    ``compress`` evaluates a few hundred pruned networks); elsewhere it is left as built (``inference.pays_off``).
+    ``compress`` evaluates a few hundred pruned networks); elsewhere it is left as built (``pooling.pays_off``).
     """
     was_training = net.training
     net.eval()
-    fast = inference.fast_inference(net) if inference.pays_off(x.device) else net
+    fast = pooling.fast_inference(net) if pooling.pays_off(x.device) else net
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for xb, yb in minibatches(x, y, batch_size, shuffle=False):
         wrong += (fast(xb).argmax(1) != yb).sum()

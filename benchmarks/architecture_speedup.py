@@ -2,7 +2,7 @@
 
 A compressed run's speed depends on the architecture it kept, not on its weight values. This script cuts the given
 architecture out of a freshly built network (random groups kept, as ``scripts/gpu_check.py`` does for the paper's
-Table 2 architectures), then times original, masked and slimmed with ``bcrepro.speed`` exactly as ``bcrepro speedup``
+Table 2 architectures), then times original, masked and slimmed with ``bcrepro.deploy.speed`` exactly as ``bcrepro speedup``
 does, once per ``--compile`` mode (eager with the strided pooling rewrite; TorchScript with torch's pooling), and
 prints the slimmed-over-original speed-up per batch size beside the ratio of multiply-adds.
 
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from bcrepro import compression, cpu_memory, models, speed
+from bcrepro import models
+from bcrepro.compress import pipeline
+from bcrepro.deploy import cpu_memory, speed
 from bcrepro.methods import get_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -41,7 +43,7 @@ def main() -> None:
         parser.error(f"--kept needs one count per prunable layer of {args.arch} ({len(net.prunable_layers())})")
     masks = paper_masks(net, args.kept)
     device = torch.device("cpu")
-    print(f"{args.arch} cut to {'-'.join(map(str, compression.architecture(net, masks)))}; threads {args.threads}, "
+    print(f"{args.arch} cut to {'-'.join(map(str, pipeline.architecture(net, masks)))}; threads {args.threads}, "
           f"{args.repeats} repeats, allocator {cpu_memory.allocator()}")
     for compiler in args.compile:
         stock = speed.stock_pooling_for(device, compiler)  # as `bcrepro speedup --compile` chooses

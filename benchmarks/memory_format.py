@@ -3,8 +3,8 @@
 ``bcrepro speedup --memory-format`` times every variant in one layout. This script shows why the choice matters:
 it times the original and the slimmed network in both layouts, all four interleaved round-robin in one run (so machine
 noise hits them alike), and prints the slimmed-over-original speed-up within each layout and between each network's
-faster layout. Both networks get the exact pooling rewrite of ``bcrepro.inference``, and freed memory stays in the
-process (``bcrepro.cpu_memory``), as in ``bcrepro speedup``. ``--widths C1 C2 F1`` gives the slimmed network's conv1
+faster layout. Both networks get the exact pooling rewrite of ``bcrepro.pooling``, and freed memory stays in the
+process (``bcrepro.deploy.cpu_memory``), as in ``bcrepro speedup``. ``--widths C1 C2 F1`` gives the slimmed network's conv1
 filters, conv2 filters and fc1 outputs; the default 10 16 55 is our MNIST BC-GHS run's (10-16-159-55; fc1 reads all
 16 * C2 inputs here, where the run keeps 159 of 256). The weights are random: speed does not depend on their values.
 
@@ -13,8 +13,9 @@ Usage: ``python benchmarks/memory_format.py [--threads N] [--repeats R] [--batch
 import torch
 from torch import nn
 
-from bcrepro import cpu_memory, models
-from bcrepro.inference import fast_inference
+from bcrepro import models
+from bcrepro.deploy import cpu_memory
+from bcrepro.pooling import fast_inference
 from pooling import interleaved, lenet5_timing_parser, slim_lenet5  # benchmarks/ is on the path when run as a script
 
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}

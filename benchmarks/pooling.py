@@ -1,4 +1,4 @@
-"""torch's ``max_pool2d`` (after a ReLU) against the strided rewrite of ``bcrepro.inference``, side by side.
+"""torch's ``max_pool2d`` (after a ReLU) against the strided rewrite of ``bcrepro.pooling``, side by side.
 
 Two parts, each interleaved round-robin in one run so machine noise hits both alike:
 
@@ -9,7 +9,7 @@ Two parts, each interleaved round-robin in one run so machine noise hits both al
    filters and fc1 outputs; the default 5 10 16 is the paper's BC-GHS result (5-10-76-16; fc1 here reads all
    16 * C2 inputs, where the paper keeps 76 of 160: 1 % more multiply-adds than the paper's network).
 
-Like ``bcrepro speedup``, it keeps freed memory in the process (``bcrepro.cpu_memory``) unless
+Like ``bcrepro speedup``, it keeps freed memory in the process (``bcrepro.deploy.cpu_memory``) unless
 ``--system-allocator``. Prints medians in milliseconds and ratios (stock / rewritten > 1: the rewrite is faster).
 Usage: ``python benchmarks/pooling.py [--threads N] [--repeats R] [--batch B] [--widths C1 C2 F1]
 [--system-allocator]``.
@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bcrepro import cpu_memory, models
-from bcrepro.inference import StridedMaxPool2x2, fast_inference
+from bcrepro import models
+from bcrepro.deploy import cpu_memory
+from bcrepro.pooling import StridedMaxPool2x2, fast_inference
 from layer_overhead import interleaved_medians  # benchmarks/ is on the path when run as a script
 
 

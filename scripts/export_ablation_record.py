@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bcrepro import plots  # noqa: E402
+from bcrepro.report import figures  # noqa: E402
 
 RUN_FILES = ("run.json", "history.json")
 RULE_FILES = ("metrics.json", "compressed.bin")
@@ -37,7 +37,7 @@ def export(ablation: Path, out: Path) -> list[Path]:
         for name in RUN_FILES:
             shutil.copy2(net / name, target / name)
             written.append(target / name)
-        written += plots.training_curves(net, target / "training.png")
+        written += figures.training_curves(net, target / "training.png")
         for rule in sorted(p for p in (net / "rules").iterdir() if (p / "metrics.json").exists()):
             rule_target = target / "rules" / rule.name
             rule_target.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def export(ablation: Path, out: Path) -> list[Path]:
                 if (rule / name).exists():
                     shutil.copy2(rule / name, rule_target / name)
                     written.append(rule_target / name)
-            written += plots.frontier(rule_target, rule_target / "frontier.png")
+            written += figures.frontier(rule_target, rule_target / "frontier.png")
     for name in ("ablation.md", "ablation.jsonl"):
         if (ablation / name).exists():
             shutil.copy2(ablation / name, out / name)

@@ -12,7 +12,7 @@ device, so its figures are speeds, not errors. Sized to finish in well under 6 m
    (CIFAR-10's size, extrapolated from the measured steps), images per second, and BC over dense.
 2. Speed-ups: the architectures of the paper's Table 2 (LeNet-5 BC-GHS 5-10-76-16, VGG BC-GHS
    51-62-125-128-228-129-38-13-9-6-5-6-6-6-20; kept groups drawn at random, seed 0) are cut out of a freshly built
-   net and slimmed; ``bcrepro.speed.measure`` times original, masked and slim at batch 1, 64, 1024 and 8192 (eval
+   net and slimmed; ``bcrepro.deploy.speed.measure`` times original, masked and slim at batch 1, 64, 1024 and 8192 (eval
    mode, no gradients, warm-up, CUDA synchronised). Printed: median milliseconds, the slim speed-up per batch and
    the ratio of multiply-adds (the theoretical speed-up). ``--memory-format channels_last`` times them NHWC;
    ``--compile torchscript`` times them as frozen TorchScript graphs.
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import torch
 
-from bcrepro import compression, data, models, speed
+from bcrepro import data, models
+from bcrepro.compress import pipeline
+from bcrepro.deploy import speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, train
 
@@ -72,16 +74,16 @@ def training_speed(method: str, steps: int, batch: int, device: torch.device, ou
 
 
 @torch.no_grad()
-def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[compression.LayerMask]:
+def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[pipeline.LayerMask]:
     """Masks keeping ``kept[i]`` random groups of prunable layer i (GNJ layers: a pruned group gets z_mu = 0)."""
     generator = torch.Generator().manual_seed(seed)
     layers = net.prunable_layers()
     for i, (layer, count) in enumerate(zip(layers, kept)):
         layer.z_logvar.fill_(-9.0)
         layer.z_mu.fill_(1.0)
-        if i > 0 and compression.is_conv(layers[i - 1]) and not compression.is_conv(layer):
+        if i > 0 and pipeline.is_conv(layers[i - 1]) and not pipeline.is_conv(layer):
             # the first FC layer's inputs: choose among the positions of the channels the last conv keeps
-            factor = compression.expansion_factor(layers[i - 1], layer)
+            factor = pipeline.expansion_factor(layers[i - 1], layer)
             alive = (layers[i - 1].z_mu != 0).repeat_interleave(factor).nonzero().flatten()
             keep = alive[torch.randperm(alive.numel(), generator=generator)[:count]]
         else:
@@ -89,7 +91,7 @@ def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[compres
         pruned = torch.ones(layer.n_groups, dtype=torch.bool)
         pruned[keep] = False
         layer.z_mu[pruned] = 0.0
-    return compression.propagate_masks(net, [0.0] * len(layers))
+    return pipeline.propagate_masks(net, [0.0] * len(layers))
 
 
 def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes: list[int], repeats: int,
@@ -101,7 +103,7 @@ def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes:
     modules = speed.variants(net, masks, stock_pooling=speed.stock_pooling_for(device, compiler))
     records = speed.measure(modules, net.input_shape, batch_sizes, device, repeats=repeats, warmup=10,
                             threads=threads, memory_format=memory_format, compiler=compiler)
-    return {"arch": arch, "architecture": compression.architecture(net, masks), "records": records,
+    return {"arch": arch, "architecture": pipeline.architecture(net, masks), "records": records,
             "speedups": speed.speedups(records)}
 
 

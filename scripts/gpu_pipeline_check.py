@@ -179,7 +179,7 @@ def bcrepro(args: list[str], env: dict, log: Path) -> tuple[int, str]:
 
 def run_dir_checks(run: Path, arch: str, method: str, device: str) -> list[str]:
     """What a finished, compressed and timed cell must satisfy."""
-    from bcrepro import slim
+    from bcrepro.deploy import slim
     from bcrepro.train import error_rate
 
     problems = []

@@ -16,7 +16,7 @@ Fashion-MNIST (Debian's ``dataset-fashion-mnist``; ``--data-root`` is the folder
    settings, the KL warm-up shortened to ``--kl-warmup-epochs``, then is compressed as ``bcrepro compress`` does
    (its threshold rule on the validation split, or ``--threshold-rule valley``) and slimmed; the slimmed network
    must give the pruned network's outputs on test images;
-4. original, masked and slimmed networks are timed on the device (``bcrepro.speed.measure``).
+4. original, masked and slimmed networks are timed on the device (``bcrepro.deploy.speed.measure``).
 
 A run killed after a method's training resumes from its checkpoints with the same ``--out`` (and ``--dense-model
 OUT/dense/model.pt``). It prints per epoch the loss, KL and errors (the training loop's progress lines) and finally
@@ -36,9 +36,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bcrepro import compression, data, speed
+from bcrepro import data
 from bcrepro.cli import DATA_SEED, build_net, init_from_dense
-from bcrepro.evaluation import PrefixReusingErrorRate
+from bcrepro.compress import pipeline
+from bcrepro.compress.evaluation import PrefixReusingErrorRate
+from bcrepro.deploy import speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, error_rate, train
 
@@ -87,7 +89,7 @@ def train_cell(method_name: str, splits: data.DataSplits, epochs: int, out: Path
     if method.prepare is not None:
         method.prepare(net, params)
     history = train(net, splits, TrainConfig.from_params(params, seed=seed), out, device,
-                    groups_kept=compression.monitor_groups_kept,
+                    groups_kept=pipeline.monitor_groups_kept,
                     after_step=None if method.after_step is None else method.after_step(net, params))
     torch.save(net.state_dict(), out / "model.pt")
     return net.eval(), params, history
@@ -98,7 +100,7 @@ def compress_and_time(net, params: dict, splits: data.DataSplits, device: torch.
                       repeats: int, threads: int | None) -> dict:
     """``bcrepro compress``'s pruning and accounting, the slimmed network checked against the masked (pruned) one on
     test images (None when there is no slimmed network), and the speed of original, masked and slim."""
-    result = compression.compress(net, params.get("thresholds"),
+    result = pipeline.compress(net, params.get("thresholds"),
                                   PrefixReusingErrorRate(splits.val_x, splits.val_y),
                                   lambda module: error_rate(module, splits.test_x, splits.test_y),
                                   curve_points=0)  # no threshold curve: half of compress's evaluations, unused here

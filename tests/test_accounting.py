@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bcrepro import accounting as acc
+from bcrepro.compress import accounting as acc
 
 
 # ---- helpers written from the papers' layer counting, independent of the module ------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bcrepro import models
-from bcrepro.inference import fast_inference
+from bcrepro.pooling import fast_inference
 
 _BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
 

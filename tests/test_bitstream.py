@@ -1,12 +1,12 @@
-"""The compressed file (bcrepro.bitstream) holds Deep Compression's format: it decodes to the pruned, quantised weights
+"""The compressed file (bcrepro.compress.bitstream) holds Deep Compression's format: it decodes to the pruned, quantised weights
 bit for bit, and its size is the computed ``compression_max`` storage plus a stated overhead."""
 import zlib
 
 import numpy as np
 import pytest
 
-from bcrepro import accounting as acc
-from bcrepro import bitstream as bs
+from bcrepro.compress import accounting as acc
+from bcrepro.compress import bitstream as bs
 
 
 # ---- helpers built from the tensors, independent of the module -------------------------------------------------------

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bcrepro import bitstream, cli, models, slim
+from bcrepro import cli, models
+from bcrepro.compress import bitstream
 from bcrepro.data import load_dataset
+from bcrepro.deploy import slim
 from bcrepro.methods import get_method
 from bcrepro.train import error_rate
 

@@ -1,4 +1,4 @@
-"""Masks, the deterministic copy, thresholds, bit precision and the compress step (bcrepro.compression)."""
+"""Masks, the deterministic copy, thresholds, bit precision and the compress step (bcrepro.compress)."""
 import json
 import logging
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro import compression as C
+from bcrepro.compress import pipeline as C
 from bcrepro import models
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 
@@ -284,7 +284,7 @@ def test_auto_prunes_all_noise_groups_and_no_signal_group():
 def test_auto_and_the_threshold_curve_log_one_progress_line_per_layer(caplog):
     net, signals = signal_noise_lenet300()
     evaluate = FakeValidation(signals)
-    with caplog.at_level(logging.INFO, logger="bcrepro.compression"):
+    with caplog.at_level(logging.INFO, logger="bcrepro.compress.pipeline"):
         thresholds, _ = C.select_thresholds(net, {"rule": "auto"}, evaluate)
         C.threshold_curve(net, thresholds, evaluate, n_points=4)
     lines = [record.getMessage() for record in caplog.records]

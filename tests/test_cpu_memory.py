@@ -1,4 +1,4 @@
-"""bcrepro.cpu_memory: checked with the kernel's own count of page faults, in fresh processes (the setting is
+"""bcrepro.deploy.cpu_memory: checked with the kernel's own count of page faults, in fresh processes (the setting is
 process-wide, so it must not leak into the test process)."""
 import json
 import subprocess
@@ -6,13 +6,13 @@ import sys
 
 import torch
 
-from bcrepro import cpu_memory, speed
+from bcrepro.deploy import cpu_memory, speed
 
 BLOCK_PAGES = 16 * 2 ** 20 * 4 // 4096  # a 64 MiB float tensor: above glibc's largest mmap threshold (32 MiB)
 
 FAULTS_PER_PASS = """
 import json, resource, sys, torch
-from bcrepro import cpu_memory
+from bcrepro.deploy import cpu_memory
 applied = cpu_memory.keep_freed_memory() if sys.argv[1] == "keep" else False
 faults = []
 for _ in range(20):

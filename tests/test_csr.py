@@ -1,4 +1,4 @@
-"""bcrepro.csr: a pruned network with CSR weights computes what the dense one computes, and counts only stored
+"""bcrepro.deploy.csr: a pruned network with CSR weights computes what the dense one computes, and counts only stored
 weights as multiply-adds."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro import models, speed
-from bcrepro.csr import CSRConv2d, CSRLinear, csr_net
+from bcrepro import models
+from bcrepro.deploy import speed
+from bcrepro.deploy.csr import CSRConv2d, CSRLinear, csr_net
 
 
 def sparsify_(module: nn.Module, keep: float, seed: int = 0) -> int:

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from conftest import run_bcrepro
 
-from bcrepro import accounting, data, models
+from bcrepro import data, models
+from bcrepro.compress import accounting
 from bcrepro.layers.masked import MaskedLinear
 from bcrepro.methods import dc, get_method
 from bcrepro.train import TrainConfig, train

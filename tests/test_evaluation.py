@@ -1,4 +1,4 @@
-"""Reusing shared activations across the pruned networks the threshold search evaluates (bcrepro.evaluation).
+"""Reusing shared activations across the pruned networks the threshold search evaluates (bcrepro.compress.evaluation).
 
 Every error is checked against ``train.error_rate`` computed from scratch on the same network: the reuse must never
 change a value, only skip work.
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro import compression as C
-from bcrepro import inference, models
-from bcrepro.evaluation import PrefixReusingErrorRate, same_module, shared_prefix
+from bcrepro.compress import pipeline as C
+from bcrepro import models, pooling
+from bcrepro.compress.evaluation import PrefixReusingErrorRate, same_module, shared_prefix
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 from bcrepro.methods import get_method
 from bcrepro.train import error_rate
@@ -65,7 +65,7 @@ NETS = {
 
 def evaluated_chain(net):
     """The modules the evaluator runs on CPU: the chain after the pooling rewrite (a ReLU and its pool become one)."""
-    return inference.fast_inference(net).module_chain()
+    return pooling.fast_inference(net).module_chain()
 
 
 def data_for(net, n, seed):

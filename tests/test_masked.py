@@ -3,7 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bcrepro import accounting, compression as C, models, slim
+from bcrepro import models
+from bcrepro.compress import accounting
+from bcrepro.compress import pipeline as C
+from bcrepro.deploy import slim
 from bcrepro.layers.masked import MaskedConv2d, MaskedLinear
 
 MASKED = models.LayerFactory(

@@ -1,4 +1,4 @@
-"""A slimmed dense model computes the pruned deterministic net with fewer parameters (bcrepro.slim)."""
+"""A slimmed dense model computes the pruned deterministic net with fewer parameters (bcrepro.deploy.slim)."""
 import json
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro import compression as C
+from bcrepro.compress import pipeline as C
 from bcrepro import models
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
-from bcrepro.slim import AddConstantMap, SelectInputs, load_slim, save_slim, slim_net, slim_spec
+from bcrepro.deploy.slim import AddConstantMap, SelectInputs, load_slim, save_slim, slim_net, slim_spec
 
 FACTORIES = {
     "gnj": models.LayerFactory(linear=lambda i, o, index: LinearGroupNJ(i, o),

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro import csr, models, speed
+from bcrepro import models
+from bcrepro.deploy import csr, speed
 
 
 def test_measure_times_every_variant_at_every_batch_in_the_speed_json_format():
@@ -139,7 +140,7 @@ def test_a_variant_that_cannot_be_traced_is_timed_eager_with_a_warning(caplog):
     with torch.no_grad():
         for layer in net.prunable_layers():
             layer.weight.mul_((torch.rand_like(layer.weight) < 0.1).float())
-    with caplog.at_level(logging.WARNING, logger="bcrepro.speed"):
+    with caplog.at_level(logging.WARNING, logger="bcrepro.deploy.speed"):
         records = speed.measure({"original": net, "csr": csr.csr_net(net)}, (1, 28, 28), [1], torch.device("cpu"),
                                 repeats=1, warmup=0, compiler="torchscript")
     assert {r["variant"]: r["compiled"] for r in records} == {"original": "torchscript", "csr": "none"}

@@ -1,10 +1,10 @@
-"""The ``sparsest`` threshold rule and the weights one pruned group removes (bcrepro.compression), on hand-made
+"""The ``sparsest`` threshold rule and the weights one pruned group removes (bcrepro.compress), on hand-made
 networks whose right answer is known: signal groups cost validation error, noise groups cost nothing."""
 import json
 
 import torch
 
-from bcrepro import compression as C
+from bcrepro.compress import pipeline as C
 from bcrepro import models
 from bcrepro.layers import Conv2dGroupNJ, LinearGroupNJ
 

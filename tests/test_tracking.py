@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bcrepro import tracking
-from bcrepro.tracking import CellRun, find_runs, import_deferred, init_store, sqlite_uri
+from bcrepro.report import tracking
+from bcrepro.report.tracking import CellRun, find_runs, import_deferred, init_store, sqlite_uri
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -251,7 +251,7 @@ def test_eight_concurrent_direct_jobs_all_finish_with_full_histories(store, expe
     # Separate processes, each with its own client and SQLite connections, forked from a clean server process that
     # imported MLflow once: eight fresh interpreters would spend most of the test importing MLflow on two cores.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.tracking"])
+    context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.report.tracking"])
     barrier = context.Barrier(8, timeout=120)
     jobs = [context.Process(target=log_fifty_steps, args=(uri, experiment, tmp_path / f"seed{seed}", seed, barrier))
             for seed in range(8)]
@@ -301,7 +301,7 @@ def test_tracking_imports_and_defers_without_mlflow(tmp_path):
     """Cluster nodes in deferred mode, and users with tracking off, need no mlflow."""
     script = (
         "import sys; sys.modules['mlflow'] = None\n"
-        "from bcrepro.tracking import CellRun\n"
+        "from bcrepro.report.tracking import CellRun\n"
         "cell = {'arch': 'lenet5', 'method': 'bc-ghs', 'seed': 1, 'dataset': 'mnist'}\n"
         "for mode in ('off', 'deferred'):\n"
         "    with CellRun(sys.argv[1], uri=None, experiment='bc', mode=mode, rule='train', cell=cell) as run:\n"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro import compression as C
+from bcrepro.compress import pipeline as C
 from bcrepro import data, models
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS
 from bcrepro.methods import get_method
-from bcrepro.slim import AddConstantMap, slim_net
+from bcrepro.deploy.slim import AddConstantMap, slim_net
 from bcrepro.train import TrainConfig, train
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bcrepro import tracking
+from bcrepro.report import tracking
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
@@ -183,7 +183,7 @@ def test_whole_dag_logs_one_finished_mlflow_run_per_cell(finished_workflow):
     # the slimmed network loads from MLflow and computes what slim.pt computes
     import torch
 
-    from bcrepro import slim
+    from bcrepro.deploy import slim
 
     mlflow.set_tracking_uri(tracking.sqlite_uri(finished_workflow / "results" / "mlflow.db"))
     logged = mlflow.pytorch.load_model(f"runs:/{gnj['run_id']}/slim_model")

@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from bcrepro import tracking
+from bcrepro.report import tracking
 from bcrepro.methods import get_method
 
 

@@ -43,7 +43,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from .atomic import write_atomically  # noqa: E402
+from ..atomic import write_atomically  # noqa: E402
 
 DPI = 120
 
@@ -299,7 +299,7 @@ def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
     ``speedup`` (original median / slim median), ``flops_ratio`` (original / slim multiply-adds; NaN without
     counts), ``memory_format``, the layout the file was timed in, and ``compiled``, how its networks ran (``none``:
     eager; ``torchscript``), each ``contiguous`` and ``none`` for files from before records named them."""
-    from .speed import speedups
+    from ..deploy.speed import speedups
     rows = []
     for path in sorted(Path(runs_dir).glob("*/*/seed*/speed.json")):
         arch, method, seed = path.parent.relative_to(runs_dir).parts

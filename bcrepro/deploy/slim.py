@@ -25,8 +25,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import compression as C
-from .models import PRUNABLE_TYPES
+from ..compress import pipeline as C
+from ..models import PRUNABLE_TYPES
 
 SLIM_FORMAT = "bcrepro-slim-v1"
 

@@ -1,12 +1,13 @@
-"""The pooling rewrite of bcrepro.inference changes no output value and touches only the pools it reproduces."""
+"""The pooling rewrite of bcrepro.pooling changes no output value and touches only the pools it reproduces."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bcrepro import compression as C
-from bcrepro import models, speed
-from bcrepro.inference import StridedMaxPool2x2, fast_inference, is_plain_2x2_pool, pooling_kind
+from bcrepro.compress import pipeline as C
+from bcrepro import models
+from bcrepro.deploy import speed
+from bcrepro.pooling import StridedMaxPool2x2, fast_inference, is_plain_2x2_pool, pooling_kind
 
 
 def window_maxima_by_loops(x, ceil_mode=False):
@@ -109,6 +110,6 @@ def test_error_rate_through_the_rewrite_counts_what_the_stock_network_gets_wrong
 
 
 def test_the_rewrite_is_chosen_for_cpu_only():
-    from bcrepro.inference import pays_off
+    from bcrepro.pooling import pays_off
     assert pays_off(torch.device("cpu")) and pays_off("cpu")
     assert not pays_off(torch.device("cuda")) and not pays_off("meta")

@@ -5,7 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from bcrepro import paper, report
+from bcrepro.report import paper
+from bcrepro.report import table as tables
 
 LENET300_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200
 LENET5_WEIGHTS = 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10  # 430,500
@@ -63,9 +64,9 @@ def runs_dir(tmp_path):
 
 
 def test_load_runs_reads_one_row_per_metrics_file(runs_dir):
-    runs = report.load_runs(runs_dir)
+    runs = tables.load_runs(runs_dir)
     assert len(runs) == 5
-    assert list(runs.columns) == report.RUN_COLUMNS
+    assert list(runs.columns) == tables.RUN_COLUMNS
     gnj = runs[(runs["method"] == "bc-gnj")]
     assert list(gnj["seed"]) == [0, 1]
     assert list(gnj["bits"]) == ["8-9-14", "8-9-14"]
@@ -76,14 +77,14 @@ def test_load_runs_reads_one_row_per_metrics_file(runs_dir):
 
 
 def test_load_runs_of_an_empty_directory_has_the_columns(tmp_path):
-    runs = report.load_runs(tmp_path)
-    assert runs.empty and list(runs.columns) == report.RUN_COLUMNS
-    assert report.comparison_table(runs).empty
-    assert list(report.comparison_table(runs).columns) == report.TABLE_COLUMNS
+    runs = tables.load_runs(tmp_path)
+    assert runs.empty and list(runs.columns) == tables.RUN_COLUMNS
+    assert tables.comparison_table(runs).empty
+    assert list(tables.comparison_table(runs).columns) == tables.TABLE_COLUMNS
 
 
 def test_two_seeds_give_mean_and_sample_std(runs_dir):
-    row = row_of(report.comparison_table(report.load_runs(runs_dir)), "lenet300", "bc-gnj")
+    row = row_of(tables.comparison_table(tables.load_runs(runs_dir)), "lenet300", "bc-gnj")
     assert row["n_seeds"] == 2 and row["dataset"] == "mnist"
     # by hand: mean (1.8 + 2.2) / 2 = 2.0; sample std sqrt((0.2^2 + 0.2^2) / 1) = 0.2 * sqrt(2)
     assert row["error_pct_mean"] == pytest.approx(2.0)
@@ -103,7 +104,7 @@ def test_two_seeds_give_mean_and_sample_std(runs_dir):
 
 
 def test_dense_row_holds_the_original_error_and_nan_std(runs_dir):
-    row = row_of(report.comparison_table(report.load_runs(runs_dir)), "lenet300", "dense")
+    row = row_of(tables.comparison_table(tables.load_runs(runs_dir)), "lenet300", "dense")
     assert row["n_seeds"] == 1 and math.isnan(row["error_pct_std"])
     assert row["paper_error_pct"] == paper.ORIGINAL_ERROR_PCT["lenet300"] == 1.6
     assert row["paper_compression_pruning"] == 1.0
@@ -113,43 +114,43 @@ def test_dense_row_holds_the_original_error_and_nan_std(runs_dir):
 
 
 def test_speedup_is_original_over_slim_at_the_largest_batch(runs_dir):
-    runs = report.load_runs(runs_dir)
+    runs = tables.load_runs(runs_dir)
     ghs = runs[runs["method"] == "bc-ghs"].iloc[0]
     assert ghs["speedup_cpu"] == pytest.approx(120.0 / 30.0)
     assert math.isnan(ghs["speedup_cuda"])  # no slim timing on the GPU
     assert math.isnan(runs[runs["method"] == "dense"].iloc[0]["speedup_cpu"])  # no speed.json at all
-    assert row_of(report.comparison_table(runs), "lenet5", "bc-ghs")["speedup_cpu_mean"] == pytest.approx(4.0)
+    assert row_of(tables.comparison_table(runs), "lenet5", "bc-ghs")["speedup_cpu_mean"] == pytest.approx(4.0)
 
 
 def test_lenet5_ghs_sits_beside_the_papers_156_419(runs_dir):
-    runs = report.load_runs(runs_dir)
-    row = row_of(report.comparison_table(runs), "lenet5", "bc-ghs")
+    runs = tables.load_runs(runs_dir)
+    row = row_of(tables.comparison_table(runs), "lenet5", "bc-ghs")
     assert (row["paper_error_pct"], row["paper_compression_pruning"], row["paper_compression_precision"]) == \
         (1.0, 156, 419)
     assert row["paper_compression_max"] == 771 and row["paper_nonzero_pct"] == 0.6
     assert row["paper_bits"] == "10-10-14-13" and not row["paper_starred"]
     assert row["dataset"] == "fashion_mnist" and row["paper_dataset"] == "mnist"
-    architectures = row_of(report.architecture_table(runs), "lenet5", "bc-ghs")
+    architectures = row_of(tables.architecture_table(runs), "lenet5", "bc-ghs")
     assert architectures["paper"] == "5-10-76-16"
     assert architectures["original"] == "20-50-800-500"
     assert architectures["measured"] == architectures["measured_mean"] == "5-10-76-16"
 
 
 def test_method_unknown_to_the_paper_has_nan_paper_columns_and_sorts_last(runs_dir):
-    runs = report.load_runs(runs_dir)
-    table = report.comparison_table(runs)
+    runs = tables.load_runs(runs_dir)
+    table = tables.comparison_table(runs)
     row = row_of(table, "lenet300", "l0-hc")
     for column in ["paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
                    "paper_compression_max", "paper_nonzero_pct", "diff_error_pct", "diff_compression_pruning"]:
         assert math.isnan(row[column]), column
     assert row["paper_bits"] == "" and row["paper_dataset"] == ""
-    assert row_of(report.architecture_table(runs), "lenet300", "l0-hc")["paper"] == ""
+    assert row_of(tables.architecture_table(runs), "lenet300", "l0-hc")["paper"] == ""
     assert list(zip(table["arch"], table["method"])) == [
         ("lenet300", "dense"), ("lenet300", "bc-gnj"), ("lenet300", "l0-hc"), ("lenet5", "bc-ghs")]
 
 
 def test_seeds_with_different_architectures_are_listed_and_averaged(runs_dir):
-    row = row_of(report.architecture_table(report.load_runs(runs_dir)), "lenet300", "bc-gnj")
+    row = row_of(tables.architecture_table(tables.load_runs(runs_dir)), "lenet300", "bc-gnj")
     assert row["n_seeds"] == 2
     assert row["measured"] == "278-98-13; 280-101-14"
     assert row["measured_mean"] == "279-100-14"  # 99.5 and 13.5 round half up
@@ -160,7 +161,7 @@ def test_malformed_metrics_json_names_the_file(tmp_path):
     run_dir = write_run(tmp_path, "lenet5", "dns", 0)
     (run_dir / "metrics.json").write_text('{"arch": "lenet5", ')
     with pytest.raises(ValueError, match=r"lenet5/dns/seed0/metrics\.json"):
-        report.load_runs(tmp_path)
+        tables.load_runs(tmp_path)
 
 
 def test_metrics_json_without_a_required_key_names_file_and_key(tmp_path):
@@ -169,12 +170,12 @@ def test_metrics_json_without_a_required_key_names_file_and_key(tmp_path):
     del metrics["compression_max"]
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(ValueError, match=r"seed0/metrics\.json lacks required key\(s\) \['compression_max'\]"):
-        report.load_runs(tmp_path)
+        tables.load_runs(tmp_path)
 
 
 def test_write_tables_writes_csv_md_and_tex_with_every_row(runs_dir, tmp_path):
     out = tmp_path / "results"
-    paths = report.write_tables(report.load_runs(runs_dir), out)
+    paths = tables.write_tables(tables.load_runs(runs_dir), out)
     assert [p.name for p in paths] == ["table.csv", "table.md", "table.tex", "architectures.csv", "architectures.md"]
     assert all(p.exists() for p in paths)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -203,7 +204,7 @@ def test_write_tables_writes_csv_md_and_tex_with_every_row(runs_dir, tmp_path):
 
 def test_starred_paper_figures_are_marked_in_markdown(tmp_path):
     write_run(tmp_path, "lenet5", "sws", 0, compression_precision=None, bits=[3])
-    md = report.comparison_markdown(report.comparison_table(report.load_runs(tmp_path)))
+    md = tables.comparison_markdown(tables.comparison_table(tables.load_runs(tmp_path)))
     assert "| 100* |" in md  # SWS's pruning-only 100x is the authors' best-case guess
 
 
@@ -239,7 +240,7 @@ def test_baselines_sit_beside_their_own_papers_with_the_kind_of_rate(tmp_path):
     write_run(root, "lenet300", "dns", 0)
     write_run(root, "lenet5", "sws", 0, total_weights=LENET5_WEIGHTS)
     write_run(root, "lenet300", "bc-gnj", 0)
-    table = report.comparison_table(report.load_runs(root))
+    table = tables.comparison_table(tables.load_runs(root))
     dns = row_of(table, "lenet300", "dns")
     # DNS, Guo et al. 2016: 1.99 % error, 1.8 % kept, 56x as a parameter ratio (not storage)
     assert (dns["own_error_pct"], dns["own_nonzero_pct"], dns["own_rate"], dns["own_rate_kind"]) == \
@@ -249,9 +250,9 @@ def test_baselines_sit_beside_their_own_papers_with_the_kind_of_rate(tmp_path):
     assert (sws["own_error_pct"], sws["own_rate"], sws["own_rate_kind"]) == (0.97, 162, "storage")
     gnj = row_of(table, "lenet300", "bc-gnj")  # BC's own paper is Table 1 itself: no second entry
     assert gnj["own_paper"] == "" and math.isnan(gnj["own_rate"])
-    markdown = report.comparison_markdown(table)
+    markdown = tables.comparison_markdown(table)
     assert "1.99, 1.8, 56 (parameters; Guo et al. 2016" in markdown
-    latex = report.comparison_latex(table)
+    latex = tables.comparison_latex(table)
     header = next(line for line in latex.splitlines() if line.startswith(r"\begin{tabular}"))
     body = next(line for line in latex.splitlines() if line.startswith("lenet300 & dns"))
     assert len(header.split("{")[2].rstrip("}")) == body.count(" & ") + 1  # one column spec per cell
@@ -277,6 +278,6 @@ def test_the_table_reads_the_compression_at_the_papers_error_off_the_frontier(tm
     write_run(root, "lenet300", "bc-gnj", 0, frontier=[point(1.6, 7.0), point(1.8, 9.0), point(2.4, 20.0)])
     write_run(root, "lenet300", "bc-gnj", 1, frontier=[point(1.9, 12.0), point(1.7, 5.0)])  # 5x
     write_run(root, "lenet300", "dense", 0, frontier=None)
-    table = report.comparison_table(report.load_runs(root))
+    table = tables.comparison_table(tables.load_runs(root))
     assert row_of(table, "lenet300", "bc-gnj")["compression_at_paper_error_mean"] == pytest.approx((9 + 5) / 2)
     assert math.isnan(row_of(table, "lenet300", "dense")["compression_at_paper_error_mean"])

@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from . import accounting
-from .atomic import write_atomically
-from .layers import GroupScaleLayer
-from .models import PRUNABLE_TYPES
+from ..atomic import write_atomically
+from ..layers import GroupScaleLayer
+from ..models import PRUNABLE_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from bcrepro.atomic import write_text
-from bcrepro.compression import compression_at_error
-from bcrepro.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
+from bcrepro.compress.pipeline import compression_at_error
+from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
 METHOD_ORDER = ["dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs"]

@@ -14,7 +14,7 @@ counts every weight (its zeros are multiplied all the same).
 
 Variants are timed round-robin within each repeat, so machine noise hits them alike; each record holds the median and
 the inter-quartile range in milliseconds. Every variant goes through the same exact pooling rewrite
-(``bcrepro.inference.fast_inference``) unless ``stock_pooling`` asks for the modules as built; records say which
+(``bcrepro.pooling.fast_inference``) unless ``stock_pooling`` asks for the modules as built; records say which
 (``pooling``: ``strided`` or ``stock``). On CPU the intra-op thread count is fixed for the measurement (and restored
 after), and ``allocator`` records whether freed memory stayed in the process (``bcrepro.cpu_memory``: ``keep-freed``,
 what ``bcrepro speedup`` sets by default, or ``system``); on CUDA every forward pass is bracketed by synchronisation.
@@ -47,8 +47,10 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from . import compression, cpu_memory, csr, inference, slim
-from .compression import eval_mode
+from ..compress import pipeline
+from ..compress.pipeline import eval_mode
+from ..pooling import fast_inference, pays_off, pooling_kind
+from . import cpu_memory, csr, slim
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +104,21 @@ def time_forward(modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int
 
 def stock_pooling_for(device: torch.device, compiler: str = "none") -> bool:
     """Whether timing should use torch's own pooling rather than the strided rewrite: on CUDA, where the rewrite does
-    not pay off (``inference.pays_off``), and under a compiler, whose frozen graph pools faster with oneDNN."""
-    return compiler != "none" or not inference.pays_off(device)
+    not pay off (``pays_off``), and under a compiler, whose frozen graph pools faster with oneDNN."""
+    return compiler != "none" or not pays_off(device)
 
 
 @torch.no_grad()
-def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool = False,
+def variants(net, masks: Sequence[pipeline.LayerMask], single_weights: bool = False,
              stock_pooling: bool = False) -> dict[str, nn.Module]:
     """The networks ``measure`` times for a pruned ``net``: ``original`` (every group kept), ``masked``, ``slim``, and
     with ``single_weights`` (unstructured pruning) ``csr``, all with the exact pooling rewrite of
-    ``bcrepro.inference`` unless ``stock_pooling``. A conv that keeps no filter leaves the slimmed network a constant
+    ``bcrepro.pooling`` unless ``stock_pooling``. A conv that keeps no filter leaves the slimmed network a constant
     with no layers to time: then there is no ``slim`` (a warning says so)."""
     with eval_mode(net):
-        built = {"original": compression.deterministic_net(net, compression.full_masks(net)),
-                 "masked": compression.deterministic_net(net, masks)}
-        if any(compression.is_conv(layer) and not mask.out_mask.any()
+        built = {"original": pipeline.deterministic_net(net, pipeline.full_masks(net)),
+                 "masked": pipeline.deterministic_net(net, masks)}
+        if any(pipeline.is_conv(layer) and not mask.out_mask.any()
                for layer, mask in zip(net.prunable_layers(), masks)):
             log.warning("a conv layer keeps no filter: the slimmed network is a constant and has no layers to time; "
                         "speed.json gets no slim variant")
@@ -126,7 +128,7 @@ def variants(net, masks: Sequence[compression.LayerMask], single_weights: bool =
             built["csr"] = csr.csr_net(built["masked"])  # single weights pruned: sparse kernels, not slimming
     if stock_pooling:
         return built
-    return {name: inference.fast_inference(module) for name, module in built.items()}
+    return {name: fast_inference(module) for name, module in built.items()}
 
 
 @torch.no_grad()
@@ -243,7 +245,7 @@ def measure(modules: Mapping[str, nn.Module], input_shape: Sequence[int], batch_
     layout = MEMORY_FORMATS[memory_format]
     placed = {name: module.to(device, memory_format=layout) for name, module in modules.items()}
     macs = {name: multiply_adds(module, input_shape) for name, module in placed.items()}
-    pooling = {name: inference.pooling_kind(module) for name, module in placed.items()}
+    pooling = {name: pooling_kind(module) for name, module in placed.items()}
     generator = torch.Generator().manual_seed(seed)
     records = []
     with cpu_threads(threads if device.type == "cpu" else None):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import inference
-from .data import minibatches
+from .. import pooling
+from ..data import minibatches
 
 DEFAULT_MAX_CACHE_BYTES = 2 * 1024 ** 3  # VGG-16's largest layer input for 5,000 CIFAR images is 1.3 GB
 
@@ -79,7 +79,7 @@ class PrefixReusingErrorRate:
         was_training = net.training
         net.eval()
         try:
-            fast = inference.fast_inference(net) if inference.pays_off(self.x.device) else net
+            fast = pooling.fast_inference(net) if pooling.pays_off(self.x.device) else net
             if not hasattr(fast, "module_chain") or any(getattr(m, "inplace", False) for m in fast.modules()):
                 self.clear()
                 self.last_start = 0

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .atomic import write_json
+from ..atomic import write_json
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bcrepro import plots
+from bcrepro.report import figures as figs
 
 
 # ---- fakes -----------------------------------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def _assert_pngs(paths, expected_names) -> None:
 def figures(runs_dir, tmp_path_factory) -> tuple[Path, list[Path]]:
     """Every figure of the fake runs, drawn once for the module (drawing is the slow part): (figures_dir, paths)."""
     figures_dir = tmp_path_factory.mktemp("figures")
-    paths = plots.all_figures(_runs_frame(), runs_dir, figures_dir, paper=FAKE_PAPER,
+    paths = figs.all_figures(_runs_frame(), runs_dir, figures_dir, paper=FAKE_PAPER,
                               paper_architectures=FAKE_PAPER_ARCHITECTURES, original=FAKE_ORIGINAL)
     return figures_dir, paths
 
@@ -171,53 +171,53 @@ def test_pixel_importance_is_one_minus_clipped_alpha_in_row_major_pixels():
     statistic[5] = 800.0  # exp overflows to inf: still importance 0, no warning
     expected = np.zeros((28, 28))
     expected[0, 0], expected[1, 0], expected[27, 27] = 1.0, 0.75, 0.5
-    np.testing.assert_allclose(plots.pixel_importance_map(statistic), expected, atol=1e-12)
+    np.testing.assert_allclose(figs.pixel_importance_map(statistic), expected, atol=1e-12)
 
 
 def test_pixel_importance_refuses_a_layer_without_784_inputs():
     with pytest.raises(ValueError, match="784"):
-        plots.pixel_importance_map(np.zeros(300))
+        figs.pixel_importance_map(np.zeros(300))
 
 
 def test_masked_weight_map_is_the_transpose_with_pruned_inputs_and_outputs_zeroed():
     weight = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # [out=2, in=3]
     in_mask, out_mask = np.array([True, False, True]), np.array([False, True])
     expected = np.array([[0.0, 4.0], [0.0, 0.0], [0.0, 6.0]])  # [in, out]
-    np.testing.assert_array_equal(plots.masked_weight_map(weight, in_mask, out_mask), expected)
+    np.testing.assert_array_equal(figs.masked_weight_map(weight, in_mask, out_mask), expected)
     with pytest.raises(ValueError, match="masks"):
-        plots.masked_weight_map(weight, out_mask, in_mask)
+        figs.masked_weight_map(weight, out_mask, in_mask)
 
 
 def test_nan_threshold_keeps_every_group():
     statistic = np.array([-1.0, 0.0, 2.0])
-    assert plots.groups_kept(statistic, math.nan) == 3
-    assert plots.groups_kept(statistic, 0.0) == 1  # kept iff strictly below
+    assert figs.groups_kept(statistic, math.nan) == 3
+    assert figs.groups_kept(statistic, 0.0) == 1  # kept iff strictly below
 
 
 def test_architecture_strings_and_lists_parse_alike():
-    assert plots.parse_architecture("278-98-13") == plots.parse_architecture([278, 98, 13]) == [278, 98, 13]
-    assert plots.parse_architecture(None) is None and plots.parse_architecture(float("nan")) is None
+    assert figs.parse_architecture("278-98-13") == figs.parse_architecture([278, 98, 13]) == [278, 98, 13]
+    assert figs.parse_architecture(None) is None and figs.parse_architecture(float("nan")) is None
 
 
 # ---- per-run figures -------------------------------------------------------------------------------------------------
 def test_lenet300_gnj_run_gets_all_six_figures(figures):
-    _assert_pngs(_written_under(figures, "runs/lenet300/bc-gnj/seed0"), plots.RUN_FIGURES)
+    _assert_pngs(_written_under(figures, "runs/lenet300/bc-gnj/seed0"), figs.RUN_FIGURES)
 
 
 def test_conv_net_has_no_pixel_importance_or_weight_maps(runs_dir, figures, tmp_path):
     run_dir = runs_dir / "lenet5" / "bc-ghs" / "seed0"
-    assert plots.pixel_importance(run_dir, tmp_path / "p.png") == []
-    assert plots.first_layer_weights(run_dir, tmp_path / "w.png") == []
-    assert plots.threshold_curves(run_dir, tmp_path / "t.png") == []  # threshold_curve is null
-    assert plots.frontier(run_dir, tmp_path / "f.png") == []  # no frontier in metrics.json
+    assert figs.pixel_importance(run_dir, tmp_path / "p.png") == []
+    assert figs.first_layer_weights(run_dir, tmp_path / "w.png") == []
+    assert figs.threshold_curves(run_dir, tmp_path / "t.png") == []  # threshold_curve is null
+    assert figs.frontier(run_dir, tmp_path / "f.png") == []  # no frontier in metrics.json
     _assert_pngs(_written_under(figures, "runs/lenet5/bc-ghs/seed0"), ["group_statistics.png", "training.png"])
 
 
 def test_dense_run_has_only_training_curves(runs_dir, figures, tmp_path):
     run_dir = runs_dir / "lenet300" / "dense" / "seed0"
-    assert plots.group_statistic_histograms(run_dir, tmp_path / "h.png") == []
-    assert plots.first_layer_weights(run_dir, tmp_path / "w.png") == []
-    assert plots.pixel_importance(run_dir, tmp_path / "p.png") == []
+    assert figs.group_statistic_histograms(run_dir, tmp_path / "h.png") == []
+    assert figs.first_layer_weights(run_dir, tmp_path / "w.png") == []
+    assert figs.pixel_importance(run_dir, tmp_path / "p.png") == []
     _assert_pngs(_written_under(figures, "runs/lenet300/dense/seed0"), ["training.png"])
 
 
@@ -228,7 +228,7 @@ def test_aggregate_figures_one_per_architecture(figures):
 
 
 def test_speedup_measurements_are_the_slim_ratios_of_each_speed_json(runs_dir):
-    frame = plots.speedup_measurements(runs_dir)
+    frame = figs.speedup_measurements(runs_dir)
     assert frame[["arch", "method", "seed", "device", "batch"]].values.tolist() == [
         ["lenet5", "bc-ghs", "seed0", "cpu", 1], ["lenet5", "bc-ghs", "seed0", "cpu", 64]]
     assert frame["speedup"].tolist() == [4.0, 10.0] and frame["flops_ratio"].tolist() == [20.0, 20.0]
@@ -239,7 +239,7 @@ def test_speedup_measurements_name_the_layout_and_compiler_each_file_was_timed_w
     for method, records in (("bc-ghs", SPEED_RECORDS), ("bc-gnj", channels_last)):
         (tmp_path / "lenet5" / method / "seed0").mkdir(parents=True)
         _write_json(tmp_path / "lenet5" / method / "seed0" / "speed.json", records)
-    frame = plots.speedup_measurements(tmp_path)
+    frame = figs.speedup_measurements(tmp_path)
     layouts = frame.groupby("method")["memory_format"].unique().map(list).to_dict()
     assert layouts == {"bc-ghs": ["contiguous"], "bc-gnj": ["channels_last"]}  # files without the key: contiguous
     compilers = frame.groupby("method")["compiled"].unique().map(list).to_dict()

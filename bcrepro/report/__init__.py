@@ -1,0 +1,1 @@
+"""Tables, figures and MLflow tracking of the runs (the optional workflow extra: mlflow, pandas, seaborn)."""
