@@ -7,7 +7,7 @@
 
 Workflow verbs (each one Snakemake rule): ``stage`` (check or download a data set), ``mlflow-init`` (create the store
 once), ``table`` and ``figures`` (aggregate ``results/runs``), ``mlflow-import`` (replay deferred runs into the store).
-Run-level verbs log to MLflow with ``--mlflow-uri URI [--mlflow-mode direct|deferred]`` (``bcrepro.tracking``).
+Run-level verbs log to MLflow with ``--mlflow-uri URI [--mlflow-mode direct|deferred]`` (``bcrepro.report.tracking``).
 
 Errors (unknown names, bad parameters, missing data, a diverging loss) print one line naming the problem and exit
 with status 1 (2 for command-line usage errors); no output file is left half-written. ``--max-minutes`` stops a
@@ -33,6 +33,8 @@ from .report import tracking
 from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
 from .compress.evaluation import PrefixReusingErrorRate
+from .compress.masks import propagate_masks
+from .compress.thresholds import DEFAULT_FRONTIER_BUDGETS, monitor_groups_kept
 from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")
@@ -42,7 +44,7 @@ MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 COMPRESSED_FILE = "compressed.npz"
-ARTEFACT_FILE = "compressed.bin"  # Deep Compression's format, bit-packed (bcrepro.bitstream)
+ARTEFACT_FILE = "compressed.bin"  # Deep Compression's format, bit-packed (bcrepro.compress.bitstream)
 SLIM_FILE = "slim.pt"
 POSTERIOR_FILE = "posterior.npz"
 MLFLOW_MODEL_DIR = "slim_model"  # the slimmed network as an MLflow PyTorch model (logged only with MLflow on)
@@ -275,7 +277,7 @@ def cmd_train(args) -> None:
         tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **params})
         tracker.log_dataset(splits.name, data.splits_digest(splits),
                             "synthetic" if run["dataset"] == "synthetic" else str(Path(run["data_root"]).resolve()))
-        history = train(net, splits, config, out, device, groups_kept=pipeline.monitor_groups_kept,
+        history = train(net, splits, config, out, device, groups_kept=monitor_groups_kept,
                         time_limit_s=time_limit,
                         after_step=None if method.after_step is None else method.after_step(net, params),
                         on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
@@ -343,7 +345,7 @@ def cmd_compress(args) -> None:
     result = pipeline.compress(net, thresholds, validation,
                                   lambda module: error_rate(module, splits.test_x, splits.test_y),
                                   frontier_budgets=(thresholds or {}).get("frontier",
-                                                                          pipeline.DEFAULT_FRONTIER_BUDGETS))
+                                                                          DEFAULT_FRONTIER_BUDGETS))
     precision = result.precision
     deployable = result.quantized_net if result.quantized_net is not None else result.pruned_net
     compressed_bytes = pipeline.save_compressed(
@@ -407,7 +409,7 @@ def cmd_speedup(args) -> None:
     device = resolve_device(args.device)
     run, splits, net = load_trained(out, torch.device("cpu"))
     thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
-    masks = pipeline.propagate_masks(net, thresholds if net.group_layers() else None)
+    masks = propagate_masks(net, thresholds if net.group_layers() else None)
     single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
     stock_pooling = args.stock_pooling or speed.stock_pooling_for(device, args.compile)
     if device.type == "cpu" and not args.system_allocator and not cpu_memory.keep_freed_memory():
@@ -554,7 +556,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads during the measurement")
     p.add_argument("--stock-pooling", action="store_true",
                    help="on CPU, time torch's max_pool2d as built instead of the exact strided rewrite "
-                        "(bcrepro.inference) that every variant gets by default; CUDA always times the modules as "
+                        "(bcrepro.pooling) that every variant gets by default; CUDA always times the modules as "
                         "built")
     p.add_argument("--memory-format", choices=sorted(speed.MEMORY_FORMATS), default="contiguous",
                    help="layout of image inputs and conv weights for every variant: contiguous (NCHW, default) or "
@@ -565,7 +567,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "checked against its eager outputs")
     p.add_argument("--system-allocator", action="store_true",
                    help="on CPU, leave glibc's malloc as it is (a fresh mmap, and its page faults, for every large "
-                        "block in every pass) instead of keeping freed memory in the process (bcrepro.cpu_memory)")
+                        "block in every pass) instead of keeping freed memory in the process "
+                        "(bcrepro.deploy.cpu_memory)")
     add_tracking_args(p)
     p.set_defaults(func=cmd_speedup)
 

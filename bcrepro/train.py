@@ -109,7 +109,7 @@ def error_rate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     """Test error in percent of ``net`` in eval mode (posterior-mean weights for Bayesian layers).
 
     The count stays on the device until the end, like the training loop's sums (one read, not one per batch). The
-    forward passes on CPU go through the exact pooling rewrite of ``bcrepro.inference`` (1.5x faster for LeNet-5;
+    forward passes on CPU go through the exact pooling rewrite of ``bcrepro.pooling`` (1.5x faster for LeNet-5;
     ``compress`` evaluates a few hundred pruned networks); elsewhere it is left as built (``pooling.pays_off``).
     """
     was_training = net.training

@@ -9,8 +9,8 @@
   (``merge_close_components``), set the merged mean closest to 0 to exactly 0, then move every weight to the mean of
   its most responsible component (``snap_to_means``).
 
-What this gives to storage accounting (``bcrepro.accounting``): the quantised weight tensor and, per weight, the index
-of its shared value (``Codebook.assignments``, ``assign_components``).
+What this gives to storage accounting (``bcrepro.compress.accounting``): the quantised weight tensor and, per weight,
+the index of its shared value (``Codebook.assignments``, ``assign_components``).
 """
 from __future__ import annotations
 

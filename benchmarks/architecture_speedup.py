@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from bcrepro import models
-from bcrepro.compress import pipeline
+from bcrepro.compress.masks import architecture
 from bcrepro.deploy import cpu_memory, speed
 from bcrepro.methods import get_method
 
@@ -43,7 +43,7 @@ def main() -> None:
         parser.error(f"--kept needs one count per prunable layer of {args.arch} ({len(net.prunable_layers())})")
     masks = paper_masks(net, args.kept)
     device = torch.device("cpu")
-    print(f"{args.arch} cut to {'-'.join(map(str, pipeline.architecture(net, masks)))}; threads {args.threads}, "
+    print(f"{args.arch} cut to {'-'.join(map(str, architecture(net, masks)))}; threads {args.threads}, "
           f"{args.repeats} repeats, allocator {cpu_memory.allocator()}")
     for compiler in args.compile:
         stock = speed.stock_pooling_for(device, compiler)  # as `bcrepro speedup --compile` chooses

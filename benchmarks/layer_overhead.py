@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bcrepro import models
-from bcrepro.compress import pipeline
+from bcrepro.compress.layer_view import prunable_input_shapes
 from bcrepro.deploy import speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, make_optimizer
@@ -91,7 +91,7 @@ def training_multiply_adds(arch: str) -> dict[str, int]:
     gradient; conv layers' z scales their outputs, so a first conv still needs none."""
     net = models.build(arch, get_method("dense").layer_factory(arch, {}))
     dense = bayesian = 0
-    layers = zip(net.prunable_layers(), pipeline.prunable_input_shapes(net))
+    layers = zip(net.prunable_layers(), prunable_input_shapes(net))
     for index, (layer, input_shape) in enumerate(layers):
         products = speed.multiply_adds(layer, input_shape)
         first = index == 0

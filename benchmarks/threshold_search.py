@@ -16,8 +16,9 @@ import time
 import torch
 
 from bcrepro import models
-from bcrepro.compress import pipeline
 from bcrepro.compress.evaluation import PrefixReusingErrorRate
+from bcrepro.compress.masks import architecture, propagate_masks
+from bcrepro.compress.thresholds import DEFAULT_MAX_CANDIDATES, select_thresholds, threshold_curve
 from bcrepro.layers import Conv2dGroupHS, LinearGroupHS
 from bcrepro.train import error_rate
 
@@ -43,8 +44,8 @@ def self_labelled_images(net, n: int, seed: int = 1):
 
 
 def search(net, evaluate, config: dict, curve_points: int):
-    thresholds, record = pipeline.select_thresholds(net, config, evaluate)
-    curve = pipeline.threshold_curve(net, thresholds, evaluate, n_points=curve_points) if curve_points else []
+    thresholds, record = select_thresholds(net, config, evaluate)
+    curve = threshold_curve(net, thresholds, evaluate, n_points=curve_points) if curve_points else []
     return thresholds, record["trials"], curve
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", default=["lenet5", "vgg16"], choices=sorted(DEFAULT_VALIDATION))
     parser.add_argument("--validation", type=int, nargs="+", help="validation images per architecture "
                         f"(default {DEFAULT_VALIDATION})")
-    parser.add_argument("--max-candidates", type=int, default=pipeline.DEFAULT_MAX_CANDIDATES)
+    parser.add_argument("--max-candidates", type=int, default=DEFAULT_MAX_CANDIDATES)
     parser.add_argument("--curve-points", type=int, default=15, help="0 skips the curve")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,7 +80,7 @@ def main() -> None:
                 evaluations = evaluate.evaluations  # both evaluators see the same networks
         if results["from scratch"] != results["reusing"]:
             raise SystemExit(f"{arch}: the two evaluators chose differently: {results}")
-        kept = pipeline.architecture(net, pipeline.propagate_masks(net, results["reusing"][0]))
+        kept = architecture(net, propagate_masks(net, results["reusing"][0]))
         best = {name: min(values) for name, values in seconds.items()}
         print(f"{arch}: {n} validation images, {evaluations} networks evaluated, same thresholds and "
               f"errors both ways (architecture {'-'.join(map(str, kept))})")

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from bcrepro import data, models
-from bcrepro.compress import pipeline
+from bcrepro.compress.layer_view import is_conv
+from bcrepro.compress.masks import LayerMask, architecture, expansion_factor, propagate_masks
 from bcrepro.deploy import speed
 from bcrepro.methods import get_method
 from bcrepro.train import TrainConfig, train
@@ -74,16 +75,16 @@ def training_speed(method: str, steps: int, batch: int, device: torch.device, ou
 
 
 @torch.no_grad()
-def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[pipeline.LayerMask]:
+def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[LayerMask]:
     """Masks keeping ``kept[i]`` random groups of prunable layer i (GNJ layers: a pruned group gets z_mu = 0)."""
     generator = torch.Generator().manual_seed(seed)
     layers = net.prunable_layers()
     for i, (layer, count) in enumerate(zip(layers, kept)):
         layer.z_logvar.fill_(-9.0)
         layer.z_mu.fill_(1.0)
-        if i > 0 and pipeline.is_conv(layers[i - 1]) and not pipeline.is_conv(layer):
+        if i > 0 and is_conv(layers[i - 1]) and not is_conv(layer):
             # the first FC layer's inputs: choose among the positions of the channels the last conv keeps
-            factor = pipeline.expansion_factor(layers[i - 1], layer)
+            factor = expansion_factor(layers[i - 1], layer)
             alive = (layers[i - 1].z_mu != 0).repeat_interleave(factor).nonzero().flatten()
             keep = alive[torch.randperm(alive.numel(), generator=generator)[:count]]
         else:
@@ -91,7 +92,7 @@ def paper_masks(net: models.Net, kept: list[int], seed: int = 0) -> list[pipelin
         pruned = torch.ones(layer.n_groups, dtype=torch.bool)
         pruned[keep] = False
         layer.z_mu[pruned] = 0.0
-    return pipeline.propagate_masks(net, [0.0] * len(layers))
+    return propagate_masks(net, [0.0] * len(layers))
 
 
 def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes: list[int], repeats: int,
@@ -103,7 +104,7 @@ def speedups_of_paper_architecture(arch: str, device: torch.device, batch_sizes:
     modules = speed.variants(net, masks, stock_pooling=speed.stock_pooling_for(device, compiler))
     records = speed.measure(modules, net.input_shape, batch_sizes, device, repeats=repeats, warmup=10,
                             threads=threads, memory_format=memory_format, compiler=compiler)
-    return {"arch": arch, "architecture": pipeline.architecture(net, masks), "records": records,
+    return {"arch": arch, "architecture": architecture(net, masks), "records": records,
             "speedups": speed.speedups(records)}
 
 

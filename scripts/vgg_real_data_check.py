@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from bcrepro import data
 from bcrepro.cli import DATA_SEED, build_net, init_from_dense
-from bcrepro.compress import pipeline
+from bcrepro.compress.pipeline import compress
+from bcrepro.compress.thresholds import monitor_groups_kept
 from bcrepro.compress.evaluation import PrefixReusingErrorRate
 from bcrepro.deploy import speed
 from bcrepro.methods import get_method
@@ -89,7 +90,7 @@ def train_cell(method_name: str, splits: data.DataSplits, epochs: int, out: Path
     if method.prepare is not None:
         method.prepare(net, params)
     history = train(net, splits, TrainConfig.from_params(params, seed=seed), out, device,
-                    groups_kept=pipeline.monitor_groups_kept,
+                    groups_kept=monitor_groups_kept,
                     after_step=None if method.after_step is None else method.after_step(net, params))
     torch.save(net.state_dict(), out / "model.pt")
     return net.eval(), params, history
@@ -100,7 +101,7 @@ def compress_and_time(net, params: dict, splits: data.DataSplits, device: torch.
                       repeats: int, threads: int | None) -> dict:
     """``bcrepro compress``'s pruning and accounting, the slimmed network checked against the masked (pruned) one on
     test images (None when there is no slimmed network), and the speed of original, masked and slim."""
-    result = pipeline.compress(net, params.get("thresholds"),
+    result = compress(net, params.get("thresholds"),
                                   PrefixReusingErrorRate(splits.val_x, splits.val_y),
                                   lambda module: error_rate(module, splits.test_x, splits.test_y),
                                   curve_points=0)  # no threshold curve: half of compress's evaluations, unused here

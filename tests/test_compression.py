@@ -8,8 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro.compress import pipeline as C
 from bcrepro import models
+from bcrepro.compress.masks import (architecture, deterministic_net, full_masks, propagate_masks,
+                                    removed_unit_constants, weight_mask_like)
+from bcrepro.compress.pipeline import compress, save_compressed
+from bcrepro.compress.precision import exponent_bits, layer_bits, round_to_fixed_point, significand_bits
+from bcrepro.compress.thresholds import select_thresholds, threshold_curve, valley_threshold
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 
 GNJ = models.LayerFactory(linear=lambda i, o, index: LinearGroupNJ(i, o),
@@ -56,7 +60,7 @@ def test_pruned_input_group_of_next_layer_removes_output_unit():
     keep1, keep2, keep3 = keep_all_but(784, [3]), keep_all_but(300, [7, 20]), keep_all_but(100, [0, 5])
     for layer, keep in zip((fc1, fc2, fc3), (keep1, keep2, keep3)):
         set_gnj_keep(layer, keep)
-    masks = C.propagate_masks(net, [0.0, 0.0, 0.0])
+    masks = propagate_masks(net, [0.0, 0.0, 0.0])
     assert torch.equal(masks[0].in_mask, keep1)
     assert torch.equal(masks[0].out_mask, keep2)  # fc2's pruned inputs 7, 20 remove fc1's output units 7, 20
     assert torch.equal(masks[1].in_mask, keep2)
@@ -65,7 +69,7 @@ def test_pruned_input_group_of_next_layer_removes_output_unit():
     assert masks[2].out_mask.all()
     w = masks[0].weight_mask()
     assert not w[7].any() and not w[:, 3].any() and w[8, 4]
-    assert C.architecture(net, masks) == [783, 298, 98]
+    assert architecture(net, masks) == [783, 298, 98]
 
 
 def test_pruned_conv_filter_removes_its_16_fc_columns():
@@ -73,14 +77,14 @@ def test_pruned_conv_filter_removes_its_16_fc_columns():
     conv1, conv2, fc1, fc2 = net.prunable_layers()
     set_gnj_keep(conv1, keep_all_but(20, [2]))
     set_gnj_keep(conv2, keep_all_but(50, [4]))
-    masks = C.propagate_masks(net, [0.0, 0.0, None, None])
+    masks = propagate_masks(net, [0.0, 0.0, None, None])
     assert torch.equal(masks[0].out_mask, keep_all_but(20, [2]))
     assert torch.equal(masks[1].in_mask, keep_all_but(20, [2]))  # conv -> conv: the input-channel slice goes
     assert not masks[1].weight_mask(4)[:, 2].any()
     assert torch.equal(masks[1].out_mask, keep_all_but(50, [4]))
     assert torch.equal(masks[2].in_mask, keep_all_but(800, range(64, 80)))  # filter 4 -> columns 64..79
     assert masks[2].out_mask.all() and masks[3].in_mask.all()
-    assert C.architecture(net, masks) == [19, 49, 784, 500]
+    assert architecture(net, masks) == [19, 49, 784, 500]
 
 
 def test_conv_filter_whose_16_fc_inputs_are_all_pruned_is_removed():
@@ -89,18 +93,18 @@ def test_conv_filter_whose_16_fc_inputs_are_all_pruned_is_removed():
     fc1_keep = keep_all_but(800, list(range(16 * 9, 16 * 10)) + [16 * 5 + 3])  # all of filter 9, one input of 5
     set_gnj_keep(fc1, fc1_keep)
     set_gnj_keep(fc2, keep_all_but(500, [11]))
-    masks = C.propagate_masks(net, [None, None, 0.0, 0.0])
+    masks = propagate_masks(net, [None, None, 0.0, 0.0])
     assert torch.equal(masks[1].out_mask, keep_all_but(50, [9]))  # filter 5 still feeds 15 inputs: kept
     assert torch.equal(masks[2].in_mask, fc1_keep)
     assert torch.equal(masks[2].out_mask, keep_all_but(500, [11]))
-    assert C.architecture(net, masks) == [20, 49, 783, 499]
+    assert architecture(net, masks) == [20, 49, 783, 499]
 
 
 def test_last_conv_group_layer_keeps_only_its_own_filters():
     conv = Conv2dGroupNJ(1, 4, 3)
     net = models.Net("custom", nn.Sequential(conv), nn.Sequential(), (1, 5, 5), 4 * 9)
     set_gnj_keep(conv, [True, False, True, True])
-    (mask,) = C.propagate_masks(net, [0.0])
+    (mask,) = propagate_masks(net, [0.0])
     assert mask.in_mask.all()
     assert mask.out_mask.tolist() == [True, False, True, True]
 
@@ -108,7 +112,7 @@ def test_last_conv_group_layer_keeps_only_its_own_filters():
 def test_thresholds_must_align_with_prunable_layers():
     net = models.build("lenet300", GNJ)
     with pytest.raises(ValueError, match="one threshold per prunable layer"):
-        C.propagate_masks(net, [0.0, 0.0])
+        propagate_masks(net, [0.0, 0.0])
 
 
 # ---- the deterministic copy -----------------------------------------------------------------------------------------
@@ -119,7 +123,7 @@ def test_deterministic_net_equals_bayesian_eval_when_nothing_is_pruned(arch, fam
     net = models.build(arch, FACTORIES[family])
     perturb(net)
     net.eval()
-    copy_net = C.deterministic_net(net, C.full_masks(net))
+    copy_net = deterministic_net(net, full_masks(net))
     assert isinstance(copy_net, models.Net) and copy_net.arch == arch
     assert all(type(m) in (nn.Linear, nn.Conv2d) for m in copy_net.prunable_layers())
     x = torch.randn(8, *net.input_shape)
@@ -132,9 +136,9 @@ def test_deterministic_net_weights_are_masked_posterior_means():
     net = models.build("lenet5", GHS)
     perturb(net)
     conv1, conv2, fc1, fc2 = net.prunable_layers()
-    masks = C.propagate_masks(net, [float(np.quantile(l.group_statistic().detach(), 0.6))
+    masks = propagate_masks(net, [float(np.quantile(l.group_statistic().detach(), 0.6))
                                     for l in net.prunable_layers()])
-    copy_net = C.deterministic_net(net, masks)
+    copy_net = deterministic_net(net, masks)
     plain_fc1 = copy_net.prunable_layers()[2]
     mean = fc1.posterior_mean().detach()
     for o in (0, 17, 333):
@@ -171,13 +175,13 @@ def test_deterministic_net_equals_bayesian_net_with_pruned_scales_at_zero():
     set_gnj_keep(conv, keep_all_but(6, [1, 4]))
     set_gnj_keep(fc1, keep_all_but(96, [32, 33, 34, 35, 50]))
     set_gnj_keep(fc2, keep_all_but(12, [3, 7]))
-    masks = C.propagate_masks(net, [0.0, 0.0, 0.0])
-    constants = C.removed_unit_constants(net, masks)
+    masks = propagate_masks(net, [0.0, 0.0, 0.0])
+    constants = removed_unit_constants(net, masks)
     assert (constants[0][[1, 4]] > 0).all() and (constants[1][[3, 7]] > 0).all()
     x = torch.randn(16, 1, 10, 10)
     with torch.no_grad():
         expected = net(x)  # z_mu = 0 for every pruned group: the pruned network's function
-        torch.testing.assert_close(C.deterministic_net(net, masks)(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(deterministic_net(net, masks)(x), expected, rtol=0, atol=1e-5)
 
 
 # ---- bit precision --------------------------------------------------------------------------------------------------
@@ -189,30 +193,30 @@ def t_count(variance):
 @pytest.mark.parametrize("variance, expected", [(1e-2, 5), (1e-3, 8), (1e-4, 12), (1e-5, 15), (1e-6, 18), (0.0, 23)])
 def test_significand_bits_reproduce_the_worked_examples(variance, expected):
     assert t_count(variance) == expected
-    assert C.significand_bits(torch.full((7,), variance)) == expected
+    assert significand_bits(torch.full((7,), variance)) == expected
 
 
 def test_significand_bits_take_the_ceiling_of_the_mean():
     variances = torch.tensor([1e-2, 1e-2, 1e-6])  # t = 5, 5, 18 -> mean 9.33 -> 10
-    assert C.significand_bits(variances) == math.ceil((2 * t_count(1e-2) + t_count(1e-6)) / 3) == 10
-    assert C.significand_bits(torch.tensor([1e-2, 1e-3])) == 7  # t = 5, 8 -> 6.5 -> 7
-    assert C.significand_bits(torch.zeros(0)) == 0
+    assert significand_bits(variances) == math.ceil((2 * t_count(1e-2) + t_count(1e-6)) / 3) == 10
+    assert significand_bits(torch.tensor([1e-2, 1e-3])) == 7  # t = 5, 8 -> 6.5 -> 7
+    assert significand_bits(torch.zeros(0)) == 0
 
 
 @pytest.mark.parametrize("m, expected", [(2, 2), (4, 3), (10, 4), (1e39, 9)])
 def test_exponent_bits_reproduce_the_authors(m, expected):
-    assert C.exponent_bits(m) == expected == math.ceil(math.log2(math.log2(m) + 1) + 1)
+    assert exponent_bits(m) == expected == math.ceil(math.log2(math.log2(m) + 1) + 1)
 
 
 @pytest.mark.parametrize("m", [0.0, 0.3, 0.5, 0.6, 1.0])
 def test_exponent_bits_are_guarded_below_one(m):
-    assert C.exponent_bits(m) == 1
+    assert exponent_bits(m) == 1
 
 
 def test_layer_bits_and_fixed_point_rounding():
-    assert C.layer_bits(4, 9) == 14
+    assert layer_bits(4, 9) == 14
     w = torch.tensor([0.30, -0.30, 0.1249, 0.1251, -0.0625, 1.0])
-    rounded = C.round_to_fixed_point(w, 3)  # grid of step 1/8; halves round up
+    rounded = round_to_fixed_point(w, 3)  # grid of step 1/8; halves round up
     torch.testing.assert_close(rounded, torch.tensor([0.25, -0.25, 0.125, 0.125, 0.0, 1.0]))
 
 
@@ -220,7 +224,7 @@ def test_layer_bits_and_fixed_point_rounding():
 def test_valley_threshold_lands_in_the_gap_of_a_bimodal_sample():
     rng = np.random.default_rng(0)
     signal, noise = rng.normal(-8, 0.7, 40), rng.normal(2, 1.0, 260)
-    t = C.valley_threshold(np.concatenate([signal, noise]))
+    t = valley_threshold(np.concatenate([signal, noise]))
     assert signal.max() < t < noise.min()
 
 
@@ -229,7 +233,7 @@ def test_valley_keeps_everything_on_a_unimodal_sample(sample):
     rng = np.random.default_rng(1)
     values = {"normal": rng.normal(0, 1, 300), "uniform": rng.uniform(-3, 3, 300),
               "fresh_init": rng.normal(-9, 0.01, 784)}[sample]
-    assert C.valley_threshold(values) == math.inf
+    assert valley_threshold(values) == math.inf
 
 
 def signal_noise_lenet300(seed=0):
@@ -269,8 +273,8 @@ class FakeValidation:
 def test_auto_prunes_all_noise_groups_and_no_signal_group():
     net, signals = signal_noise_lenet300()
     evaluate = FakeValidation(signals)
-    thresholds, record = C.select_thresholds(net, {"rule": "auto"}, evaluate)
-    masks = C.propagate_masks(net, thresholds)
+    thresholds, record = select_thresholds(net, {"rule": "auto"}, evaluate)
+    masks = propagate_masks(net, thresholds)
     for mask, signal in zip(masks, signals):
         assert torch.equal(mask.in_mask, signal)
     assert record["rule"] == "auto" and record["groups_kept"] == [100, 60, 20]
@@ -284,9 +288,9 @@ def test_auto_prunes_all_noise_groups_and_no_signal_group():
 def test_auto_and_the_threshold_curve_log_one_progress_line_per_layer(caplog):
     net, signals = signal_noise_lenet300()
     evaluate = FakeValidation(signals)
-    with caplog.at_level(logging.INFO, logger="bcrepro.compress.pipeline"):
-        thresholds, _ = C.select_thresholds(net, {"rule": "auto"}, evaluate)
-        C.threshold_curve(net, thresholds, evaluate, n_points=4)
+    with caplog.at_level(logging.INFO, logger="bcrepro.compress.thresholds"):
+        thresholds, _ = select_thresholds(net, {"rule": "auto"}, evaluate)
+        threshold_curve(net, thresholds, evaluate, n_points=4)
     lines = [record.getMessage() for record in caplog.records]
     assert [line.split(" networks")[0].split(" (bound")[0] for line in lines[:3]] == [
         "auto threshold 1/3: layer 0 keeps 100 of 784 groups, validation error 1.00 %",
@@ -299,7 +303,7 @@ def test_auto_and_the_threshold_curve_log_one_progress_line_per_layer(caplog):
 def test_auto_spends_the_allowed_error_increase():
     net, signals = signal_noise_lenet300(seed=1)
     evaluate = FakeValidation(signals)
-    thresholds, record = C.select_thresholds(net, {"rule": "auto", "max_error_increase": 2.5}, evaluate)
+    thresholds, record = select_thresholds(net, {"rule": "auto", "max_error_increase": 2.5}, evaluate)
     # one signal group may go (2 points <= 2.5), and it goes in the first layer searched
     assert record["groups_kept"] == [99, 60, 20]
     assert record["validation_error"] == 3.0
@@ -307,27 +311,27 @@ def test_auto_spends_the_allowed_error_increase():
 
 def test_valley_rule_on_a_signal_noise_net():
     net, signals = signal_noise_lenet300()
-    thresholds, record = C.select_thresholds(net, {"rule": "valley"})
-    for mask, signal in zip(C.propagate_masks(net, thresholds), signals):
+    thresholds, record = select_thresholds(net, {"rule": "valley"})
+    for mask, signal in zip(propagate_masks(net, thresholds), signals):
         assert torch.equal(mask.in_mask, signal)
     assert record["rule"] == "valley"
 
 
 def test_fixed_rule_and_unknown_rule():
     net, _ = signal_noise_lenet300()
-    thresholds, record = C.select_thresholds(net, {"rule": "fixed", "values": [-2.8, -3.0, None]})
+    thresholds, record = select_thresholds(net, {"rule": "fixed", "values": [-2.8, -3.0, None]})
     assert thresholds == [-2.8, -3.0, None]
     assert record["thresholds"] == [-2.8, -3.0, None] and record["groups_kept"][2] == 100
     with pytest.raises(ValueError, match="unknown threshold rule"):
-        C.select_thresholds(net, {"rule": "otsu"})
+        select_thresholds(net, {"rule": "otsu"})
     with pytest.raises(ValueError, match="needs an evaluate callable"):
-        C.select_thresholds(net, None)
+        select_thresholds(net, None)
 
 
 def test_threshold_curve_shows_error_against_groups_kept():
     net, signals = signal_noise_lenet300()
     thresholds = [0.0, 0.0, 0.0]
-    curve = C.threshold_curve(net, thresholds, FakeValidation(signals), n_points=6)
+    curve = threshold_curve(net, thresholds, FakeValidation(signals), n_points=6)
     json.dumps(curve, allow_nan=False)
     assert [c["layer"] for c in curve] == [0, 1, 2]
     for c, signal in zip(curve, signals):
@@ -373,7 +377,7 @@ def test_compress_lenet5_reports_the_table_quantities(tmp_path):
     with torch.no_grad():
         labels = net(x).argmax(1)
     evaluate = Disagreement(x, labels)
-    result = C.compress(net, {"rule": "fixed", "values": [0.0] * 4}, evaluate, evaluate, curve_points=4)
+    result = compress(net, {"rule": "fixed", "values": [0.0] * 4}, evaluate, evaluate, curve_points=4)
     m = result.metrics
     json.dumps(m, allow_nan=False)
     assert m["architecture"] == [5, 10, 76, 16]
@@ -384,11 +388,11 @@ def test_compress_lenet5_reports_the_table_quantities(tmp_path):
     assert m["error_pct"] == 0.0
 
     # bits from the kept weights' variances, computed here from the layers directly
-    largest = max(float(w.weight.abs().max()) for w in C.deterministic_net(net, result.masks).prunable_layers())
+    largest = max(float(w.weight.abs().max()) for w in deterministic_net(net, result.masks).prunable_layers())
     e = math.ceil(math.log2(max(math.log2(largest), 0) + 1) + 1)
     expected_bits = []
     for layer, mask in zip(net.prunable_layers(), result.masks):
-        var = layer.marginal_variance().detach()[C.weight_mask_like(mask, layer.weight_mu)]
+        var = layer.marginal_variance().detach()[weight_mask_like(mask, layer.weight_mu)]
         ts = [t_count(float(v)) for v in var]
         expected_bits.append(1 + e + math.ceil(sum(ts) / len(ts)))
     assert m["bits"] == expected_bits
@@ -405,7 +409,7 @@ def test_compress_lenet5_reports_the_table_quantities(tmp_path):
     torch.testing.assert_close(w * 2 ** s, torch.round(w * 2 ** s), rtol=0, atol=1e-4)
     assert not w[:, ~result.masks[2].in_mask].any()
 
-    size = C.save_compressed(tmp_path / "compressed.npz", net, result.masks, result.precision.rounded_weights,
+    size = save_compressed(tmp_path / "compressed.npz", net, result.masks, result.precision.rounded_weights,
                              m["bits"])
     assert size == (tmp_path / "compressed.npz").stat().st_size > 0
     saved = np.load(tmp_path / "compressed.npz")
@@ -423,7 +427,7 @@ def test_compress_dense_net_has_no_precision_reduction():
     x = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         evaluate = Disagreement(x, net(x).argmax(1))
-    m = C.compress(net, {"rule": "auto"}, evaluate, evaluate).metrics
+    m = compress(net, {"rule": "auto"}, evaluate, evaluate).metrics
     json.dumps(m, allow_nan=False)
     assert m["compression_pruning"] == 1.0
     assert m["bits"] is None and m["compression_precision"] is None and m["error_quantized_pct"] is None
@@ -443,7 +447,7 @@ def test_a_network_pruned_to_nothing_reports_empty_layers_and_no_finite_rate():
     x = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         evaluate = Disagreement(x, net(x).argmax(1))
-    m = C.compress(net, None, evaluate, evaluate).metrics
+    m = compress(net, None, evaluate, evaluate).metrics
     json.dumps(m, allow_nan=False)
     assert m["empty_layers"] == [0, 1, 2] and m["nonzero_weights"] == 0
     assert m["bits"] == [6, 6, 6]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro.compress import pipeline as C
 from bcrepro import models, pooling
 from bcrepro.compress.evaluation import PrefixReusingErrorRate, same_module, shared_prefix
+from bcrepro.compress.thresholds import select_thresholds, threshold_curve
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 from bcrepro.methods import get_method
 from bcrepro.train import error_rate
@@ -95,9 +95,9 @@ def test_auto_search_and_curve_get_the_error_rate_of_every_network_while_skippin
     spread_posterior(net, seed=1)
     x, y = data_for(net, 300, seed=2)
     both = BothWays(x, y, batch_size=128)  # three batches, the last one partial
-    thresholds, record = C.select_thresholds(net, {"rule": "auto", "max_candidates": 6, "max_error_increase": 3.0},
+    thresholds, record = select_thresholds(net, {"rule": "auto", "max_candidates": 6, "max_error_increase": 3.0},
                                              both)
-    C.threshold_curve(net, thresholds, both, n_points=4)
+    threshold_curve(net, thresholds, both, n_points=4)
     assert len(both.pairs) > 12
     assert all(reused == fresh for reused, fresh in both.pairs), both.pairs
     assert len({fresh for _, fresh in both.pairs}) > 3  # the networks really differ in error

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from bcrepro import models
 from bcrepro.compress import accounting
-from bcrepro.compress import pipeline as C
+from bcrepro.compress.masks import deterministic_net, layer_counts, propagate_masks
 from bcrepro.deploy import slim
 from bcrepro.layers.masked import MaskedConv2d, MaskedLinear
 
@@ -50,12 +50,12 @@ def test_pruned_weights_get_gradients_only_when_straight_through(straight_throug
 
 def test_units_without_kept_weights_are_removed_and_counted_one_by_one():
     net = lenet300_with_masks()
-    masks = C.propagate_masks(net, None)
+    masks = propagate_masks(net, None)
     assert int(masks[0].in_mask.sum()) == 10                      # fc1 reads 10 pixels
     assert int(masks[1].in_mask.sum()) == 297                     # unit 5's three inputs go with it...
     assert not masks[1].out_mask[5] and int(masks[1].out_mask.sum()) == 99  # unit 5 feeds nothing: removed
     assert not masks[2].in_mask[5]
-    counts = [C.layer_counts(layer, m) for layer, m in zip(net.prunable_layers(), masks)]
+    counts = [layer_counts(layer, m) for layer, m in zip(net.prunable_layers(), masks)]
     assert int(masks[0].out_mask.sum()) == 297                    # ...and so do the fc1 units feeding only them
     assert [c.nonzero for c in counts] == [297 * 10, 99 * 3, 10 * 99]
     assert [c.slim for c in counts] == [297 * 10, 99 * 297, 10 * 99]
@@ -65,10 +65,10 @@ def test_units_without_kept_weights_are_removed_and_counted_one_by_one():
 
 def test_deterministic_and_slim_nets_compute_the_masked_network():
     net = lenet300_with_masks()
-    masks = C.propagate_masks(net, None)
+    masks = propagate_masks(net, None)
     x = torch.randn(6, 1, 28, 28)
     with torch.no_grad():
-        pruned = C.deterministic_net(net, masks)
+        pruned = deterministic_net(net, masks)
         assert torch.allclose(pruned(x), net.eval()(x), atol=1e-5)  # removing unit 5 changes nothing
         assert torch.allclose(slim.slim_net(pruned, masks)(x), pruned(x), atol=1e-5)
 

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bcrepro.compress import pipeline as C
 from bcrepro import models
+from bcrepro.compress.masks import full_masks
 from bcrepro.deploy import speed
 from bcrepro.pooling import StridedMaxPool2x2, fast_inference, is_plain_2x2_pool, pooling_kind
 
@@ -74,7 +74,7 @@ def test_rewritten_networks_give_the_same_outputs_and_leave_the_original_alone(a
 
 def test_csr_variant_is_rewritten_too_and_computes_the_same():
     net = models.build("lenet5").eval()
-    modules = speed.variants(net, C.full_masks(net), single_weights=True)
+    modules = speed.variants(net, full_masks(net), single_weights=True)
     assert pooling_kind(modules["csr"]) == "strided"
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_csr_variant_is_rewritten_too_and_computes_the_same():
 
 def test_speed_variants_are_rewritten_unless_stock_pooling_is_asked_for():
     net = models.build("lenet5").eval()
-    masks = C.full_masks(net)
+    masks = full_masks(net)
     fast = speed.variants(net, masks)
     stock = speed.variants(net, masks, stock_pooling=True)
     assert set(fast) == set(stock) == {"original", "masked", "slim"}

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro.compress import pipeline as C
 from bcrepro import models
-from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
+from bcrepro.compress.layer_view import layer_weight
+from bcrepro.compress.masks import LayerMask, deterministic_net, propagate_masks, removed_unit_constants
 from bcrepro.deploy.slim import AddConstantMap, SelectInputs, load_slim, save_slim, slim_net, slim_spec
+from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 
 FACTORIES = {
     "gnj": models.LayerFactory(linear=lambda i, o, index: LinearGroupNJ(i, o),
@@ -43,8 +44,8 @@ def hand_masks(arch):
         pixels = bool_vector(784, [p for p in range(784) if (p // 28) % 3 and p % 5])  # scattered pixels
         hidden1 = bool_vector(300, range(0, 300, 4))
         hidden2 = bool_vector(100, [1, 2, 3, 50, 99])
-        return [C.LayerMask(pixels, hidden1), C.LayerMask(hidden1, hidden2),
-                C.LayerMask(hidden2, torch.ones(10, dtype=torch.bool))]
+        return [LayerMask(pixels, hidden1), LayerMask(hidden1, hidden2),
+                LayerMask(hidden2, torch.ones(10, dtype=torch.bool))]
     filters1 = bool_vector(20, [0, 3, 7, 19])
     filters2 = bool_vector(50, [2, 5, 11, 30, 49])
     fc1_in = torch.zeros(800, dtype=torch.bool)
@@ -52,8 +53,8 @@ def hand_masks(arch):
         fc1_in[c * 16:(c + 1) * 16] = True  # whole channel blocks
     fc1_in[5 * 16 + 7] = fc1_in[30 * 16 + 1] = fc1_in[30 * 16 + 15] = True  # and a few single inputs
     hidden = bool_vector(500, range(3, 500, 37))
-    return [C.LayerMask(torch.ones(1, dtype=torch.bool), filters1), C.LayerMask(filters1, filters2),
-            C.LayerMask(fc1_in, hidden), C.LayerMask(hidden, torch.ones(10, dtype=torch.bool))]
+    return [LayerMask(torch.ones(1, dtype=torch.bool), filters1), LayerMask(filters1, filters2),
+            LayerMask(fc1_in, hidden), LayerMask(hidden, torch.ones(10, dtype=torch.bool))]
 
 
 def random_masks(net, seed):
@@ -61,7 +62,7 @@ def random_masks(net, seed):
     rng = np.random.default_rng(seed)
     thresholds = [float(np.quantile(layer.group_statistic().detach().numpy(), rng.uniform(0.2, 0.8)))
                   for layer in net.prunable_layers()]
-    return C.propagate_masks(net, thresholds)
+    return propagate_masks(net, thresholds)
 
 
 def kept_parameter_count(net, masks):
@@ -89,7 +90,7 @@ def test_slim_equals_pruned_deterministic_net(arch, family, kind):
     slim = slim_net(net, masks)
     x = torch.randn(8, *net.input_shape)
     with torch.no_grad():
-        expected = C.deterministic_net(net, masks)(x)
+        expected = deterministic_net(net, masks)(x)
         torch.testing.assert_close(slim(x), expected, rtol=0, atol=1e-5)
     assert all(type(m) in (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, SelectInputs) for m in slim)
     parameters = sum(p.numel() for p in slim.parameters())
@@ -101,7 +102,7 @@ def test_slim_of_the_deterministic_copy_equals_slim_of_the_bayesian_net():
     masks = hand_masks("lenet5")
     x = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
-        torch.testing.assert_close(slim_net(C.deterministic_net(net, masks), masks)(x), slim_net(net, masks)(x),
+        torch.testing.assert_close(slim_net(deterministic_net(net, masks), masks)(x), slim_net(net, masks)(x),
                                    rtol=0, atol=1e-6)
 
 
@@ -115,7 +116,7 @@ def test_select_inputs_only_where_kept_inputs_are_not_whole_blocks():
     expected = list(range(0, 16)) + [16 + 7] + list(range(32, 48)) + [48 + 1, 48 + 15] + list(range(64, 80))
     assert selects[0].indices.tolist() == expected
 
-    whole = C.propagate_masks(net, None)
+    whole = propagate_masks(net, None)
     assert not any(isinstance(m, SelectInputs) for m in slim_net(net, whole))
 
 
@@ -174,7 +175,7 @@ def bn_masks(net, pruned):
         for layer, gone in zip(net.prunable_layers(), pruned):
             layer.z_logvar.fill_(-9.0)
             layer.z_mu[list(gone)] = 0.0
-    return C.propagate_masks(net, [0.0] * len(pruned))
+    return propagate_masks(net, [0.0] * len(pruned))
 
 
 @pytest.mark.parametrize("padding", [None, 0, 1, 2])
@@ -184,13 +185,13 @@ def test_slim_folds_batch_norm_constants_into_the_next_bias(padding):
     net = bn_net(padding)
     pruned = [[1, 4], [2, 5, 7], [3, 7]] if padding is None else [[1, 4], [0, 3], [2, 5, 7], [3, 7]]
     masks = bn_masks(net, pruned)
-    constants = C.removed_unit_constants(net, masks)
+    constants = removed_unit_constants(net, masks)
     assert all(c.abs().sum() > 0 for c in constants[:-1])  # every boundary has a constant to fold
     x = torch.randn(6, 1, 10, 10)
     slim = slim_net(net, masks)
     with torch.no_grad():
         expected = net(x)  # the Bayesian net with every pruned scale at zero
-        torch.testing.assert_close(C.deterministic_net(net, masks)(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(deterministic_net(net, masks)(x), expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(slim(x), expected, rtol=0, atol=1e-5)
     bns = [m for m in slim if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     assert [bn.num_features for bn in bns] == [int(m.out_mask.sum()) for m in masks[:-1]]
@@ -204,8 +205,8 @@ def test_constant_through_a_padded_conv_is_a_map_that_is_smaller_at_the_border(t
     (add_map,) = [m for m in slim if isinstance(m, AddConstantMap)]
     constant_map = add_map.constant_map  # [5, 4, 4]
     # by hand: the removed channels' constants times the kernel taps that land inside the 4x4 input
-    constants = C.removed_unit_constants(net, masks)[0]
-    weight = C.layer_weight(net.prunable_layers()[1])
+    constants = removed_unit_constants(net, masks)[0]
+    weight = layer_weight(net.prunable_layers()[1])
     inside = torch.zeros(4 + 2, 4 + 2)
     inside[1:-1, 1:-1] = 1.0  # the zero-padded input: 1 where a real pixel sits
     for i, j in [(0, 0), (1, 1), (0, 2), (3, 3)]:

@@ -4,8 +4,9 @@ import json
 
 import torch
 
-from bcrepro.compress import pipeline as C
 from bcrepro import models
+from bcrepro.compress.masks import kept_weight_mask, propagate_masks
+from bcrepro.compress.thresholds import select_thresholds, weights_per_group
 from bcrepro.layers import Conv2dGroupNJ, LinearGroupNJ
 
 GNJ = models.LayerFactory(linear=lambda i, o, index: LinearGroupNJ(i, o),
@@ -54,25 +55,25 @@ class Validation:
 
 
 def kept_weights(net, thresholds):
-    masks = C.propagate_masks(net, thresholds)
-    return sum(int(C.kept_weight_mask(layer, mask).sum()) for layer, mask in zip(net.prunable_layers(), masks))
+    masks = propagate_masks(net, thresholds)
+    return sum(int(kept_weight_mask(layer, mask).sum()) for layer, mask in zip(net.prunable_layers(), masks))
 
 
 def test_weights_per_group_counts_the_neighbours_a_group_disconnects():
     # LeNet-300-100: an fc1 input takes its 300 weights; an fc2 input (an fc1 unit) takes its 100 and fc1's row of
     # 784; an fc3 input takes its 10 and fc2's row of 300.
     net, _ = signal_noise("lenet300", (100, 60, 20))
-    assert C.weights_per_group(net) == [300.0, 100.0 + 784.0, 10.0 + 300.0]
+    assert weights_per_group(net) == [300.0, 100.0 + 784.0, 10.0 + 300.0]
     # LeNet-5: a conv1 filter takes 25 weights and conv2's 50 x 25 reading it; a conv2 filter takes 20 x 25 and its
     # 16 fc1 inputs of every one of the 500 rows; an fc1 input takes 500; an fc2 input takes 10 and fc1's row of 800.
     net, _ = signal_noise("lenet5", (10, 20, 100, 50))
-    assert C.weights_per_group(net) == [25.0 + 50 * 25, 20 * 25 + 16 * 500, 500.0, 10.0 + 800.0]
+    assert weights_per_group(net) == [25.0 + 50 * 25, 20 * 25 + 16 * 500, 500.0, 10.0 + 800.0]
 
 
 def test_sparsest_prunes_all_noise_and_no_signal_within_a_tight_budget():
     net, signals = signal_noise("lenet300", (100, 60, 20))
-    thresholds, record = C.select_thresholds(net, {"rule": "sparsest"}, Validation(signals))
-    for mask, signal in zip(C.propagate_masks(net, thresholds), signals):
+    thresholds, record = select_thresholds(net, {"rule": "sparsest"}, Validation(signals))
+    for mask, signal in zip(propagate_masks(net, thresholds), signals):
         assert torch.equal(mask.in_mask, signal)
     assert record["rule"] == "sparsest" and record["groups_kept"] == [100, 60, 20]
     assert record["order"] == [1, 2, 0]  # 884, 310 and 300 weights per group
@@ -83,8 +84,8 @@ def test_sparsest_prunes_all_noise_and_no_signal_within_a_tight_budget():
 def test_sparsest_spends_the_budget_where_a_group_carries_most_weights():
     net, signals = signal_noise("lenet300", (100, 60, 20), seed=1)
     config = {"max_error_increase": 2.5}  # one signal group may go
-    auto, auto_record = C.select_thresholds(net, {"rule": "auto", **config}, Validation(signals))
-    sparsest, record = C.select_thresholds(net, {"rule": "sparsest", **config}, Validation(signals))
+    auto, auto_record = select_thresholds(net, {"rule": "auto", **config}, Validation(signals))
+    sparsest, record = select_thresholds(net, {"rule": "sparsest", **config}, Validation(signals))
     assert auto_record["groups_kept"] == [99, 60, 20]  # the old rule: fc1 first, 300 weights for the 2 points
     assert record["groups_kept"] == [100, 59, 20]  # an fc1 unit: 884 weights for the same 2 points
     assert record["validation_error"] == 3.0
@@ -95,14 +96,14 @@ def test_sparsest_spends_the_budget_where_a_group_carries_most_weights():
 
 def test_the_budget_is_stated_against_the_reference_error():
     net, signals = signal_noise("lenet300", (100, 60, 20), seed=2)
-    _, alone = C.select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5}, Validation(signals))
+    _, alone = select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5}, Validation(signals))
     assert alone["validation_error_bound"] == 1.5 and alone["groups_kept"] == [100, 60, 20]
     # a dense reference at 3.0 % and +0.5: bound 3.5 %, so one signal group (to 3.0 %) may go
-    _, record = C.select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5, "reference_error_pct": 3.0},
+    _, record = select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5, "reference_error_pct": 3.0},
                                     Validation(signals))
     assert record["validation_error_bound"] == 3.5 and record["groups_kept"] == [100, 59, 20]
     # a reference better than the unpruned posterior leaves it its own +0.5
-    _, better = C.select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5, "reference_error_pct": 0.2},
+    _, better = select_thresholds(net, {"rule": "sparsest", "max_error_increase": 0.5, "reference_error_pct": 0.2},
                                     Validation(signals))
     assert better["validation_error_bound"] == 1.5
 
@@ -112,11 +113,11 @@ def test_a_second_pass_uses_room_that_a_later_layer_made():
     helpful = (0, int(torch.nonzero(~signals[0])[0]))  # a noise fc1 input whose removal lowers the error by 2
     evaluate = Validation(signals, base=3.0, helpful=helpful, cost=(4.0, 2.0, 2.0))
     config = {"rule": "sparsest", "max_error_increase": 0.5}
-    _, one_pass = C.select_thresholds(net, {**config, "passes": 1}, evaluate)
+    _, one_pass = select_thresholds(net, {**config, "passes": 1}, evaluate)
     # pass 1: fc2 and fc3 find no room (3.0 -> 5.0 > 3.5); fc1, searched last, loses its noise and the error falls
     # to 1.0, but none of its signal groups fits (1.0 -> 5.0)
     assert one_pass["groups_kept"] == [100, 60, 20] and one_pass["validation_error"] == 1.0
-    _, passes = C.select_thresholds(net, config, evaluate)
+    _, passes = select_thresholds(net, config, evaluate)
     # pass 2: fc2 now has room for one signal group (1.0 -> 3.0 <= 3.5); pass 3 moves nothing and ends the search
     assert passes["groups_kept"] == [100, 59, 20] and passes["validation_error"] == 3.0
     assert max(t["pass"] for t in passes["trials"]) == 3

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from bcrepro.compress import pipeline as C
 from bcrepro import data, models
+from bcrepro.compress.masks import deterministic_net, propagate_masks
+from bcrepro.deploy.slim import AddConstantMap, slim_net
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS
 from bcrepro.methods import get_method
-from bcrepro.deploy.slim import AddConstantMap, slim_net
 from bcrepro.train import TrainConfig, train
 
 
@@ -78,11 +78,11 @@ def test_slimmed_vgg_equals_the_pruned_vgg_on_random_input():
         layer.z_logvar.fill_(-9.0)
         layer.z_mu.copy_(0.5 + torch.rand(n, generator=generator))
         layer.z_mu[torch.randperm(n, generator=generator)[: n // 4]] = 0.0
-    masks = C.propagate_masks(net, [0.0] * len(net.prunable_layers()))
+    masks = propagate_masks(net, [0.0] * len(net.prunable_layers()))
     assert all(0 < int(m.out_mask.sum()) < m.out_mask.numel() for m in masks[:-1])
     slim = slim_net(net, masks)
     x = torch.randn(3, 3, 32, 32, generator=generator)
-    expected = C.deterministic_net(net, masks)(x)
+    expected = deterministic_net(net, masks)(x)
     torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-4)  # z_mu = 0 is the pruned net
     torch.testing.assert_close(slim(x), expected, rtol=1e-4, atol=1e-4)
     assert sum(isinstance(m, AddConstantMap) for m in slim) == 12  # every padded conv after a pruned BN channel

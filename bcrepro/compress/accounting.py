@@ -1,6 +1,6 @@
 """Compression accounting: how many bits a pruned (and quantised) model takes to store. Pure arithmetic on numbers.
 
-Nothing here knows about torch models; ``bcrepro.compression`` turns a network into the numbers and arrays below. The
+Nothing here knows about torch models; ``bcrepro.compress.masks`` turns a network into the numbers and arrays below. The
 rules are in ``docs/method.md`` (step 5 of "From posterior to compressed network") and ``docs/baselines.md`` §2.4,
 and the published arithmetic they must reproduce is tested in ``tests/test_accounting.py``. Weights only: biases are reported separately, as the authors do; the uncompressed model is
 32-bit.
@@ -98,6 +98,11 @@ def counts_from_mask(mask: np.ndarray) -> LayerCounts:
 
 def _ratio(original_bits: float, stored_bits: float) -> float:
     return math.inf if stored_bits == 0 else original_bits / stored_bits
+
+
+def finite_or_none(rate: float | None) -> float | None:
+    """A rate as metrics.json holds it: None (null) where it is infinite, a model pruned to nothing."""
+    return None if rate is None or not math.isfinite(rate) else float(rate)
 
 
 def compression_pruning(layers: Sequence[LayerCounts]) -> float:

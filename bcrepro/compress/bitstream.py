@@ -13,7 +13,7 @@ The file is one MSB-first bit stream, zero-padded to a whole byte, then a CRC-32
              over the codebook | its payload
     Huffman table: w (8) | one code length per symbol, w bits each (0 = symbol absent) | payload length (32)
 
-The sparse part is the module docstring's convention of ``bcrepro.accounting``: the tensor flattened row-major, one
+The sparse part is the module docstring's convention of ``accounting``: the tensor flattened row-major, one
 relative index code per stored entry (fillers included), the entry's value at position ``cumsum(code + 1) - 1``. The
 value stream is raw float32 exactly when ``accounting.value_stream_bits`` finds raw no dearer (no weight sharing),
 else a canonical Huffman code (RFC 1951 §3.2.2) of indices into a float32 codebook. Canonical codes are fixed by

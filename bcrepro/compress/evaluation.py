@@ -1,6 +1,6 @@
 """Validation error of many networks that differ only from some layer on, without recomputing what they share.
 
-The automatic threshold rule (``compression.select_auto``) and the threshold curve evaluate hundreds of pruned
+The automatic threshold rule (``thresholds.select_auto``) and the threshold curve evaluate hundreds of pruned
 networks that differ from one another in one layer's threshold only. Pruning a layer changes that layer (and the
 layers its units connect to) but not the layers before it, so every network tried for one layer computes the same
 activations up to there. On CPU this made ``bcrepro compress`` of VGG-16 take over 40 minutes, nearly all of it in

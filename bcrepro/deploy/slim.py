@@ -2,16 +2,18 @@
 
 ``slim_net(net, masks)`` physically removes pruned filters and units: every prunable layer becomes a plain
 ``nn.Linear``/``nn.Conv2d`` holding only the kept rows and columns of the test-time weights, batch norms are sliced to
-the kept channels, ReLU/pooling/dropout are copied. Its outputs equal ``compression.deterministic_net(net, masks)``.
+the kept channels, ReLU/pooling/dropout are copied. Its outputs equal
+``bcrepro.compress.masks.deterministic_net(net, masks)``.
 
 - Where the kept inputs of a linear layer are not whole channel blocks (LeNet-300-100's pruned input pixels, LeNet-5's
   fc1 inputs), a ``SelectInputs(indices)`` module picks them (``index_select`` on dim 1). The slim module takes the
   same input tensors as the original.
-- A removed unit still hands the next layer a constant when a batch norm sits between them (see ``compression``). The
-  constant is folded into the next layer's bias when that layer is linear or an unpadded conv (exact). A padded conv
-  (VGG) sees the constant through its zero padding: full inside, partly at the border. What it adds is then a fixed
-  map over the output positions, the conv of the constant image; ``AddConstantMap`` adds it after the slim conv
-  (exact; the slim net keeps the original's input size, as its linear head already requires).
+- A removed unit still hands the next layer a constant when a batch norm sits between them (see
+  ``bcrepro.compress.masks``). The constant is folded into the next layer's bias when that layer is linear or an
+  unpadded conv (exact). A padded conv (VGG) sees the constant through its zero padding: full inside, partly at the
+  border. What it adds is then a fixed map over the output positions, the conv of the constant image;
+  ``AddConstantMap`` adds it after the slim conv (exact; the slim net keeps the original's input size, as its linear
+  head already requires).
 
 ``save_slim``/``load_slim`` store a state dict with a JSON-able architecture spec, so the model is rebuilt without the
 original code paths (only torch and this file).
@@ -25,7 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..compress import pipeline as C
+from ..compress.layer_view import is_conv, layer_bias, layer_weight, n_inputs, prunable_input_shapes
+from ..compress.masks import LayerMask, expansion_factor, removed_unit_constants
 from ..models import PRUNABLE_TYPES
 
 SLIM_FORMAT = "bcrepro-slim-v1"
@@ -64,7 +67,7 @@ def _positions_in(current: torch.Tensor, wanted: torch.Tensor, where: str) -> to
     found = torch.searchsorted(current, wanted)
     if found.numel() and (found.max() >= current.numel() or not torch.equal(current[found], wanted)):
         raise ValueError(f"{where} reads inputs that an earlier layer removed; masks must be consistent, e.g. from "
-                         f"compression.propagate_masks")
+                         f"bcrepro.compress.masks.propagate_masks")
     return found
 
 
@@ -75,8 +78,8 @@ def _constant_fold(layer, next_layer, weight: torch.Tensor, constants: torch.Ten
     Unpadded conv: the constant times the kernel's sum over its taps, also a bias change ``[out]``. Padded conv: the
     conv of the constant image of ``input_shape`` (``[C, H, W]``) through the zero padding, a map ``[out, H', W']``.
     """
-    per_input = constants.repeat_interleave(C.expansion_factor(layer, next_layer)).to(weight)  # [in of next]
-    if not C.is_conv(next_layer):
+    per_input = constants.repeat_interleave(expansion_factor(layer, next_layer)).to(weight)  # [in of next]
+    if not is_conv(next_layer):
         return weight @ per_input
     if all(p == 0 for p in next_layer.padding):
         return weight.sum(dim=(2, 3)) @ per_input
@@ -106,7 +109,7 @@ SUPPORTED_PLAIN = (nn.ReLU, nn.MaxPool2d, nn.Dropout, nn.Identity, nn.Flatten)
 
 
 @torch.no_grad()
-def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
+def slim_net(net, masks: Sequence[LayerMask]) -> nn.Sequential:
     """A dense ``nn.Sequential`` with only the kept units whose outputs equal ``deterministic_net(net, masks)``.
 
     ``net``: the Bayesian net or its deterministic copy; ``masks``: one ``LayerMask`` per prunable layer.
@@ -115,19 +118,19 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
     layers = net.prunable_layers()
     if len(masks) != len(layers):
         raise ValueError(f"need one mask per prunable layer ({len(layers)}), got {len(masks)}")
-    constants = C.removed_unit_constants(net, masks)
-    input_shapes = C.prunable_input_shapes(net) if any(c.any() for c in constants) else None
+    constants = removed_unit_constants(net, masks)
+    input_shapes = prunable_input_shapes(net) if any(c.any() for c in constants) else None
     modules: list[nn.Module] = []
     current = None  # original indices of the features along dim 1 of the running activation; None = all of them
     index = 0
     for position, module in enumerate(chain):
         if isinstance(module, PRUNABLE_TYPES):
             layer, mask = module, masks[index]
-            weight, bias = C.layer_weight(layer), C.layer_bias(layer).clone()
+            weight, bias = layer_weight(layer), layer_bias(layer).clone()
             in_index = mask.in_mask.nonzero().flatten().to(weight.device)
             out_index = mask.out_mask.nonzero().flatten().to(weight.device)
             if current is None:
-                current = torch.arange(C.n_inputs(layer), device=weight.device)
+                current = torch.arange(n_inputs(layer), device=weight.device)
             select = _positions_in(current, in_index, f"prunable layer {index}")
             if not torch.equal(select, torch.arange(current.numel(), device=select.device)):
                 modules.append(SelectInputs(select))
@@ -141,7 +144,7 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
                     constant_map = carried.index_select(0, out_index)
             slim = (nn.Conv2d(in_index.numel(), out_index.numel(), layer.kernel_size, stride=layer.stride,
                               padding=layer.padding, dilation=layer.dilation)
-                    if C.is_conv(layer) else nn.Linear(in_index.numel(), out_index.numel()))
+                    if is_conv(layer) else nn.Linear(in_index.numel(), out_index.numel()))
             slim = slim.to(device=weight.device, dtype=weight.dtype)
             slim.weight.copy_(kept_rows.index_select(1, in_index))
             slim.bias.copy_(bias.index_select(0, out_index))
@@ -153,7 +156,7 @@ def slim_net(net, masks: Sequence[C.LayerMask]) -> nn.Sequential:
             modules.append(_slim_batch_norm(module, current))
         elif isinstance(module, nn.Flatten):
             if current is not None and index < len(layers):
-                k = C.expansion_factor(layers[index - 1], layers[index])
+                k = expansion_factor(layers[index - 1], layers[index])
                 current = (current[:, None] * k + torch.arange(k, device=current.device)).flatten()
             modules.append(nn.Flatten())
         elif isinstance(module, SUPPORTED_PLAIN):
@@ -229,8 +232,8 @@ def load_slim(path: str | os.PathLike, map_location="cpu") -> nn.Sequential:
     """Rebuild a slim net saved by ``save_slim`` (eval mode)."""
     saved = torch.load(path, map_location=map_location, weights_only=True)
     if saved.get("format") != SLIM_FORMAT:
-        raise ValueError(f"{path} is not a slim net saved by bcrepro.slim.save_slim (format {saved.get('format')!r}, "
-                         f"expected {SLIM_FORMAT!r})")
+        raise ValueError(f"{path} is not a slim net saved by bcrepro.deploy.slim.save_slim (format "
+                         f"{saved.get('format')!r}, expected {SLIM_FORMAT!r})")
     module = nn.Sequential(*[module_from_spec(spec) for spec in saved["spec"]])
     module.load_state_dict(saved["state_dict"])
     return module.eval().requires_grad_(False)

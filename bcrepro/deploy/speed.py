@@ -4,9 +4,9 @@ Variants, all in eval mode without gradients and with the same input:
 
 - ``original``: the uncompressed network with the test-time weights (all groups kept);
 - ``masked``: the same shapes with the pruned weights set to zero (what pruning without export gives: no speed-up);
-- ``slim``: the slimmed export (``bcrepro.slim``), physically smaller layers;
+- ``slim``: the slimmed export (``bcrepro.deploy.slim``), physically smaller layers;
 - ``csr``: unstructured methods only, the masked network with every weight matrix in ``torch.sparse`` CSR form
-  (``bcrepro.csr``).
+  (``bcrepro.deploy.csr``).
 
 Each record also holds ``macs_per_example``, the multiply-accumulates of the variant's conv and linear layers for one
 input (its FLOPs are twice that), so measured speed-ups can be set beside the theoretical ones; the masked variant
@@ -16,8 +16,9 @@ Variants are timed round-robin within each repeat, so machine noise hits them al
 the inter-quartile range in milliseconds. Every variant goes through the same exact pooling rewrite
 (``bcrepro.pooling.fast_inference``) unless ``stock_pooling`` asks for the modules as built; records say which
 (``pooling``: ``strided`` or ``stock``). On CPU the intra-op thread count is fixed for the measurement (and restored
-after), and ``allocator`` records whether freed memory stayed in the process (``bcrepro.cpu_memory``: ``keep-freed``,
-what ``bcrepro speedup`` sets by default, or ``system``); on CUDA every forward pass is bracketed by synchronisation.
+after), and ``allocator`` records whether freed memory stayed in the process (``bcrepro.deploy.cpu_memory``:
+``keep-freed``, what ``bcrepro speedup`` sets by default, or ``system``); on CUDA every forward pass is bracketed by
+synchronisation.
 
 ``memory_format`` (records too) is the layout of the image input and the conv weights of every variant: ``contiguous``
 (NCHW, PyTorch's default) or ``channels_last`` (NHWC). It changes which kernels run, and not by the same factor for
@@ -47,8 +48,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..compress import pipeline
-from ..compress.pipeline import eval_mode
+from ..compress.layer_view import eval_mode, is_conv
+from ..compress.masks import LayerMask, deterministic_net, full_masks
 from ..pooling import fast_inference, pays_off, pooling_kind
 from . import cpu_memory, csr, slim
 
@@ -109,16 +110,16 @@ def stock_pooling_for(device: torch.device, compiler: str = "none") -> bool:
 
 
 @torch.no_grad()
-def variants(net, masks: Sequence[pipeline.LayerMask], single_weights: bool = False,
+def variants(net, masks: Sequence[LayerMask], single_weights: bool = False,
              stock_pooling: bool = False) -> dict[str, nn.Module]:
     """The networks ``measure`` times for a pruned ``net``: ``original`` (every group kept), ``masked``, ``slim``, and
     with ``single_weights`` (unstructured pruning) ``csr``, all with the exact pooling rewrite of
     ``bcrepro.pooling`` unless ``stock_pooling``. A conv that keeps no filter leaves the slimmed network a constant
     with no layers to time: then there is no ``slim`` (a warning says so)."""
     with eval_mode(net):
-        built = {"original": pipeline.deterministic_net(net, pipeline.full_masks(net)),
-                 "masked": pipeline.deterministic_net(net, masks)}
-        if any(pipeline.is_conv(layer) and not mask.out_mask.any()
+        built = {"original": deterministic_net(net, full_masks(net)),
+                 "masked": deterministic_net(net, masks)}
+        if any(is_conv(layer) and not mask.out_mask.any()
                for layer, mask in zip(net.prunable_layers(), masks)):
             log.warning("a conv layer keeps no filter: the slimmed network is a constant and has no layers to time; "
                         "speed.json gets no slim variant")
@@ -135,8 +136,8 @@ def variants(net, masks: Sequence[pipeline.LayerMask], single_weights: bool = Fa
 def multiply_adds(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-accumulates of the ``nn.Conv2d`` and ``nn.Linear`` layers of ``module`` for one input of
     ``input_shape`` (no batch axis): out elements x (in channels / groups x kernel taps) for a conv, in x out for a
-    linear layer; a sparse layer (``bcrepro.csr``) counts its stored weights only. Counted with forward hooks on one
-    pass over zeros on the module's device."""
+    linear layer; a sparse layer (``bcrepro.deploy.csr``) counts its stored weights only. Counted with forward hooks on
+    one pass over zeros on the module's device."""
     total = 0
 
     def count(layer, inputs, output):

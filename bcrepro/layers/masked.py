@@ -17,7 +17,7 @@ With ``codebook_size=k`` (Deep Compression's trained quantisation) a layer can s
 forward pass uses ``centroids[assignments]`` and only the centroids are trained. The gradient of centroid c is then
 autograd's scatter-add of the weight gradients over the weights assigned to c, DC's fine-tuning rule (§2.1, step 5).
 
-``weight_mask()`` is the protocol ``bcrepro.compression`` reads: any prunable layer that has it stores only the
+``weight_mask()`` is the protocol ``bcrepro.compress`` reads: any prunable layer that has it stores only the
 weights it marks (counted one by one, CSR where that is cheaper), and a unit none of whose weights survive is removed.
 """
 from __future__ import annotations

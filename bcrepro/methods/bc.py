@@ -44,7 +44,8 @@ def _factory(linear_cls, conv_cls, extra_keys=("clip_mode",), per_layer_keys=("c
 # does that), so a weight whose variance grows past the bound is not held at a KL floor.
 # thresholds: the LeNets use the "sparsest" rule (coordinate descent over the layers, the layers whose groups carry
 # the most weights first) within 0.1 points of the dense reference's validation error, the paper's 0.9 % -> 1.0 %;
-# VGG-16 keeps the greedy "auto" rule within 0.1 points of its own validation error (compression.py, docs/thresholds.md).
+# VGG-16 keeps the greedy "auto" rule within 0.1 points of its own validation error (compress/thresholds.py,
+# docs/thresholds.md).
 # {"rule": "fixed", "values": [-2.8, -3.0, -5.0]} gives the tutorial's LeNet-300-100 thresholds instead.
 # lr_schedule: the LeNets train at a constant Adam rate, as the authors' lab code does; the Sparse VD schedule (decay to
 # 0 over the second half) froze the posterior before it was sparse (docs/decisions.md, results/ablation/).

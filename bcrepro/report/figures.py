@@ -19,8 +19,8 @@ Per-run figures (``run_figures``, from a run directory ``results/runs/{arch}/{me
 - ``pixel_importance.png``: the authors' ``visualize_pixel_importance``, 784-input linear first layers only.
 
 Every function returns the paths it wrote ([] when the figure does not apply to the run). Files are written atomically
-(a temporary name in the same folder, then ``os.replace``). The paper's numbers come from ``bcrepro.paper`` unless
-given.
+(a temporary name in the same folder, then ``os.replace``). The paper's numbers come from ``bcrepro.report.paper``
+unless given.
 """
 from __future__ import annotations
 
@@ -244,7 +244,8 @@ def error_vs_compression(runs: pd.DataFrame, out_dir: str | os.PathLike, paper=N
     Left panel after pruning (x ``compression_pruning``, y ``error_pruned_pct`` where present, else ``error_pct``),
     right panel after precision reduction (x ``compression_precision``, y ``error_quantized_pct``, falling back the
     same way). Per method: each seed a small dot, the mean over seeds a large marker with +-1 std bars on both axes,
-    and the paper's Table 1 entry (``paper[(arch, method)]``; default ``bcrepro.paper.PAPER_RESULTS``) a hollow star.
+    and the paper's Table 1 entry (``paper[(arch, method)]``; default ``bcrepro.report.paper.PAPER_RESULTS``) a hollow
+    star.
     """
     if paper is None:
         from .paper import PAPER_RESULTS as paper
@@ -384,8 +385,8 @@ def learned_architecture(runs: pd.DataFrame, out_dir: str | os.PathLike, paper_a
                          original=None) -> list[Path]:
     """``architecture_{arch}.png`` per architecture: units kept per layer (Table 2 style: kept inputs of a linear
     layer, kept filters of a conv layer), bars per method (mean over seeds, +-1 std), the original width as a dashed
-    outline and the paper's Table 2 entry as a hollow star (defaults from ``bcrepro.paper``: ``PAPER_ARCHITECTURES``,
-    ``ORIGINAL_ARCHITECTURE``). Log unit axis: widths span 784 down to ~10.
+    outline and the paper's Table 2 entry as a hollow star (defaults from ``bcrepro.report.paper``:
+    ``PAPER_ARCHITECTURES``, ``ORIGINAL_ARCHITECTURE``). Log unit axis: widths span 784 down to ~10.
     """
     if paper_architectures is None or original is None:
         from . import paper as paper_module

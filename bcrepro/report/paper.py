@@ -1,4 +1,4 @@
-"""The paper's published numbers, as plain data: what ``bcrepro.report`` puts beside the measured ones.
+"""The paper's published numbers, as plain data: what ``bcrepro.report.table`` puts beside the measured ones.
 
 Sources (the BC paper's Tables 1 and 2, and ``docs/baselines.md``):
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bcrepro.atomic import write_text
-from bcrepro.compress.pipeline import compression_at_error
+from bcrepro.compress.thresholds import compression_at_error
 from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-log = logging.getLogger("bcrepro.tracking")
+log = logging.getLogger(__name__)
 
 STATE_FILE = "tracking.json"
 EVENTS_FILE = "tracking.jsonl"
@@ -99,8 +99,8 @@ def _existing_client(uri: str) -> MlflowClient:
     path = _sqlite_path(uri)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"MLflow store {path} does not exist: create it once, before the jobs start, with "
-                                f"bcrepro.tracking.init_store (the workflow's init_mlflow rule), or set the tracking "
-                                f"mode to 'deferred' or 'off'")
+                                f"bcrepro.report.tracking.init_store (the workflow's init_mlflow rule), or set the "
+                                f"tracking mode to 'deferred' or 'off'")
     return _client(uri)
 
 
@@ -109,7 +109,7 @@ def _experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
     if found is None or found.lifecycle_stage != "active":
         state = "is deleted" if found is not None else "does not exist"
         raise LookupError(f"MLflow experiment {experiment!r} {state} in the store {uri}: create it with "
-                          f"bcrepro.tracking.init_store (the workflow's init_mlflow rule) before the jobs start")
+                          f"bcrepro.report.tracking.init_store (the workflow's init_mlflow rule) before the jobs start")
     return found.experiment_id
 
 

@@ -1,0 +1,392 @@
+"""Pruning thresholds on the group statistic, the rules that choose them, and the error-compression frontier.
+
+A group is kept iff its statistic (GNJ: log alpha; GHS: -E[log z^2]) is below its layer's threshold. The rules
+(``THRESHOLD_RULES``, docs/thresholds.md): ``fixed`` (values from the config), ``auto`` (the default: greedy, on a
+validation split held out of the training set), ``valley`` (Otsu's split of the statistic's histogram, with a
+separation guard) and ``sparsest`` (coordinate descent over the layers under one validation-error budget).
+``threshold_curve`` records the validation error around the chosen thresholds, ``error_compression_frontier`` the
+error and compression of the ``sparsest`` rule at several budgets, and ``compression_at_error`` reads that frontier.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..layers import GroupScaleLayer
+from . import accounting
+from .layer_view import eval_mode, layer_weight
+from .masks import (architecture, check_thresholds, deterministic_net, full_masks, group_keep, keeps_all,
+                    kept_weight_mask, layer_counts, propagate_masks)
+
+log = logging.getLogger(__name__)
+
+Evaluate = Callable[[nn.Module], float]  # a network -> its error in percent on some split
+DEFAULT_MAX_ERROR_INCREASE = 0.1  # percentage points of validation error the ``auto`` rule may spend
+DEFAULT_MAX_CANDIDATES = 32
+VALLEY_MAX_DEPTH = 0.5  # ``valley``: density at the split at most half the lower of the two peaks
+
+
+# ---- the group statistic ---------------------------------------------------------------------------------------------
+def group_statistics(net) -> list[np.ndarray | None]:
+    """Each prunable layer's group statistic as a float64 array (None for plain layers)."""
+    return [layer.group_statistic().detach().cpu().double().numpy() if isinstance(layer, GroupScaleLayer) else None
+            for layer in net.prunable_layers()]
+
+
+def threshold_midpoints(statistic: np.ndarray) -> np.ndarray:
+    """Midpoints between consecutive distinct sorted values: threshold ``m_i`` keeps exactly the i+1 smallest groups."""
+    values = np.unique(statistic)
+    return (values[:-1] + values[1:]) / 2.0
+
+
+def thin_indices(n: int, at_most: int) -> np.ndarray:
+    """At most ``at_most`` evenly spread (quantile) positions out of ``range(n)``, both ends included."""
+    if n <= at_most:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, at_most)).astype(int))
+
+
+def otsu_split(values: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """Otsu (1979) on 1-D data: the split of the sorted values maximising the between-class variance
+    w0 w1 (m0 - m1)^2; returns (midpoint threshold, lower class, upper class), or None when all values are equal."""
+    values = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if values.size < 2 or values[0] == values[-1]:
+        return None
+    sizes = np.arange(1, values.size)
+    sums = np.cumsum(values)[:-1]
+    lower_mean = sums / sizes
+    upper_mean = (values.sum() - sums) / (values.size - sizes)
+    between = sizes * (values.size - sizes) * (lower_mean - upper_mean) ** 2
+    between[values[1:] == values[:-1]] = -1.0  # never split between equal values
+    cut = int(np.argmax(between)) + 1
+    return (values[cut - 1] + values[cut]) / 2.0, values[:cut], values[cut:]
+
+
+def valley_depth(values: np.ndarray, threshold: float, bandwidth: float, grid_size: int = 256) -> float:
+    """Gaussian-kernel density at ``threshold`` over the lower of the highest densities on either side of it."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+
+    def density(points):
+        return np.exp(-0.5 * ((points[:, None] - values[None, :]) / bandwidth) ** 2).sum(axis=1)
+
+    grid = np.linspace(values.min(), values.max(), grid_size)
+    at_split = density(np.array([threshold]))[0]
+    lower_peak = density(grid[grid <= threshold]).max(initial=at_split)
+    upper_peak = density(grid[grid >= threshold]).max(initial=at_split)
+    return at_split / min(lower_peak, upper_peak)
+
+
+def valley_threshold(statistic: np.ndarray, max_depth: float = VALLEY_MAX_DEPTH) -> float:
+    """Otsu's threshold if the two classes are separated by a valley, else inf (keep every group).
+
+    Guard: a Gaussian kernel density with bandwidth = the pooled within-class standard deviation of Otsu's two classes
+    must dip at the threshold to at most ``max_depth`` (0.5) times the lower of the two peaks on either side. A
+    unimodal sample has no such dip (Otsu's split then sits on a slope or at the mode), so every group is kept.
+    Simulated: no unimodal normal or uniform sample of >= 20 values, or samples from a tight N(-9, 0.01) like a fresh
+    initialisation, passes; two clusters 8 within-class sd apart pass from 20 values on. Heavy tails (log-normal, t3)
+    can have a few far outliers split off.
+    """
+    split = otsu_split(statistic)
+    if split is None:
+        return math.inf
+    threshold, lower, upper = split
+    pooled_sd = math.sqrt((lower.var() * lower.size + upper.var() * upper.size) / (lower.size + upper.size))
+    if pooled_sd == 0.0:  # two point masses
+        return float(threshold)
+    depth = valley_depth(np.concatenate([lower, upper]), threshold, pooled_sd)
+    return float(threshold) if depth <= max_depth else math.inf
+
+
+def monitor_groups_kept(statistic: torch.Tensor) -> int:
+    """Groups the ``valley`` rule would keep now: the training loop's progress line shows this while pruning happens."""
+    values = statistic.detach().float().cpu().numpy()
+    return int((values < valley_threshold(values)).sum())
+
+
+# ---- the rules -------------------------------------------------------------------------------------------------------
+def _json_threshold(threshold) -> float | None:
+    return None if keeps_all(threshold) else float(threshold)
+
+
+def _groups_kept(net, thresholds) -> tuple[list[int | None], list[int | None]]:
+    kept, total = [], []
+    for layer, t in zip(net.prunable_layers(), thresholds):
+        if isinstance(layer, GroupScaleLayer):
+            keep = group_keep(layer, t)
+            kept.append(int(keep.sum()))
+            total.append(int(keep.numel()))
+        else:
+            kept.append(None)
+            total.append(None)
+    return kept, total
+
+
+def threshold_record(net, rule: str, thresholds, **extra) -> dict:
+    """The JSON-able record of a threshold choice: rule, thresholds (null = keep all), groups kept/total per layer."""
+    kept, total = _groups_kept(net, thresholds)
+    return {"rule": rule, "thresholds": [_json_threshold(t) for t in thresholds], "groups_kept": kept,
+            "groups_total": total, **extra}
+
+
+def pruned_error(net, thresholds, evaluate: Evaluate) -> float:
+    """Error of the pruned posterior-mean net for these thresholds."""
+    return float(evaluate(deterministic_net(net, propagate_masks(net, thresholds))))
+
+
+def select_fixed(net, config: dict, evaluate: Evaluate | None = None):
+    """``fixed``: ``config["values"]``, one per prunable layer (null keeps every group)."""
+    values = config.get("values")
+    if values is None:
+        raise ValueError("threshold rule 'fixed' needs 'values': one threshold per prunable layer, e.g. "
+                         "{'rule': 'fixed', 'values': [-2.8, -3.0, -5.0]} for LeNet-300-100 (the authors' choice)")
+    thresholds = [None if keeps_all(v) else float(v) for v in check_thresholds(net.prunable_layers(), values)]
+    return thresholds, threshold_record(net, "fixed", thresholds)
+
+
+def select_valley(net, config: dict, evaluate: Evaluate | None = None):
+    """``valley``: per layer, Otsu's threshold on the statistic, or keep all where no valley separates the classes."""
+    max_depth = float(config.get("max_depth", VALLEY_MAX_DEPTH))
+    thresholds = [None if s is None else valley_threshold(s, max_depth) for s in group_statistics(net)]
+    thresholds = [None if keeps_all(t) else t for t in thresholds]
+    return thresholds, threshold_record(net, "valley", thresholds, max_depth=max_depth)
+
+
+def _search_layer(n_midpoints: int, passes, max_candidates: int) -> int:
+    """Index into the midpoints (``n_midpoints`` = keep all) of the threshold pruning the most groups that ``passes``.
+
+    Scans the thinned candidates from the most pruning one, then bisects between the last failing and the first
+    passing candidate over the unthinned midpoints (assuming error grows with pruning between two candidates).
+    Keeping all always passes.
+    """
+    failing, passing = -1, n_midpoints
+    for index in thin_indices(n_midpoints, max_candidates):
+        if passes(index):
+            passing = index
+            break
+        failing = index
+    while passing - failing > 1:
+        middle = (passing + failing) // 2
+        if passes(middle):
+            passing = middle
+        else:
+            failing = middle
+    return passing
+
+
+def _greedy_layer_threshold(net, thresholds, i, statistic, evaluate, bound, current_error, max_candidates):
+    """``auto`` for layer ``i``: (threshold or None, validation error with it, JSON-able list of what was tried)."""
+    midpoints = threshold_midpoints(statistic)
+    keep_all = len(midpoints)
+    errors = {keep_all: current_error}  # keeping all: the error of the choices so far, which passed
+
+    def passes(index):
+        if index not in errors:
+            candidate = thresholds[:i] + [float(midpoints[index])] + thresholds[i + 1:]
+            errors[index] = pruned_error(net, candidate, evaluate)
+        return index == keep_all or errors[index] <= bound
+
+    chosen = _search_layer(keep_all, passes, max_candidates)
+    threshold = None if chosen == keep_all else float(midpoints[chosen])
+    tried = [{"threshold": None if k == keep_all else float(midpoints[k]),
+              "groups_kept": int(len(statistic) if k == keep_all else (statistic < midpoints[k]).sum()),
+              "error_pct": float(e)} for k, e in sorted(errors.items())]
+    return threshold, errors[chosen], tried
+
+
+def select_auto(net, config: dict, evaluate: Evaluate | None):
+    """``auto``: greedy per layer (largest weight count first) on a validation split held out of the training set.
+
+    Baseline = validation error of the unpruned posterior-mean net. For each group layer, given the thresholds already
+    chosen, take the threshold that prunes the most groups with validation error <= baseline + ``max_error_increase``
+    (percentage points, default 0.1). Candidates: midpoints between consecutive sorted statistic values, thinned to
+    ``max_candidates`` (32) quantile positions, plus +inf; the chosen one is refined by bisection between its failing
+    neighbour and it. ``evaluate`` is called once per tried threshold.
+    """
+    if evaluate is None:
+        raise ValueError("threshold rule 'auto' needs an evaluate callable (validation error in percent of a split "
+                         "held out of the training set); use rule 'fixed' or 'valley' without one")
+    max_increase = float(config.get("max_error_increase", DEFAULT_MAX_ERROR_INCREASE))
+    max_candidates = int(config.get("max_candidates", DEFAULT_MAX_CANDIDATES))
+    layers = net.prunable_layers()
+    statistics = group_statistics(net)
+    thresholds: list[float | None] = [None] * len(layers)
+    baseline = pruned_error(net, thresholds, evaluate)
+    bound = baseline + max_increase
+    group_layers = [i for i, s in enumerate(statistics) if s is not None]
+    order = sorted(group_layers, key=lambda i: -layer_weight(layers[i]).numel())
+    trials, current_error = [], baseline
+    for step, i in enumerate(order, 1):
+        started = time.perf_counter()
+        thresholds[i], current_error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate,
+                                                                      bound, current_error, max_candidates)
+        trials.append({"layer": i, "tried": tried})
+        kept = int(group_keep(layers[i], thresholds[i]).sum())
+        log.info("auto threshold %d/%d: layer %d keeps %d of %d groups, validation error %.2f %% (bound %.2f %%); "
+                 "%d networks evaluated in %.1f s", step, len(order), i, kept, len(statistics[i]), current_error,
+                 bound, len(tried) - 1, time.perf_counter() - started)
+    record = threshold_record(net, "auto", thresholds, max_error_increase=max_increase, max_candidates=max_candidates,
+                              validation_error_baseline=baseline, validation_error=current_error, trials=trials)
+    return thresholds, record
+
+
+def weights_per_group(net) -> list[float | None]:
+    """Per group layer, the weights (its own and those of neighbours left unconnected) that pruning one group removes,
+    averaged over its groups: measured by pruning each group alone from the unpruned net, so conv channels expanding
+    into a linear layer's inputs and input units whose source row dies are counted as the masks count them."""
+    layers = net.prunable_layers()
+    full = sum(int(kept_weight_mask(layer, mask).sum()) for layer, mask in zip(layers, full_masks(net)))
+    removed: list[float | None] = []
+    for i, statistic in enumerate(group_statistics(net)):
+        if statistic is None:
+            removed.append(None)
+            continue
+        values = np.unique(statistic)
+        if len(values) < 2:  # every group equal: no threshold separates one of them
+            removed.append(0.0)
+            continue
+        thresholds: list[float | None] = [None] * len(layers)
+        thresholds[i] = float((values[-2] + values[-1]) / 2)  # drop the groups with the largest statistic
+        masks = propagate_masks(net, thresholds)
+        kept = sum(int(kept_weight_mask(layer, mask).sum()) for layer, mask in zip(layers, masks))
+        removed.append((full - kept) / int((statistic >= thresholds[i]).sum()))
+    return removed
+
+
+def select_sparsest(net, config: dict, evaluate: Evaluate | None):
+    """``sparsest``: coordinate descent over the layers' thresholds, the layers whose groups carry the most weights
+    first, under one validation-error budget; it looks for the sparsest net the posterior allows, not for a cut.
+
+    Bound = max(unpruned validation error, ``reference_error_pct``) + ``max_error_increase`` (points, default 0.1):
+    the paper states its budget against the dense reference (0.9 % -> 1.0 %), so with the dense net's validation
+    error as ``reference_error_pct`` the budget is the same; a posterior already worse than the reference still gets
+    ``max_error_increase`` over its own error. Order: layers by the weights one pruned group removes
+    (``weights_per_group``; in LeNet-5 a conv2 channel takes its filter and its 16 fc1 inputs of every fc1 row, an fc2
+    input takes a whole fc1 row), so the budget goes first where it buys the most. Each layer in turn gets the most
+    pruning threshold that keeps the validation error within the bound given the other layers' current thresholds
+    (the ``auto`` search: thinned candidates, then bisection); passes repeat (at most ``passes``, default 3) until no
+    threshold moves, since pruning one layer can make room in another. A pass never keeps more groups than before.
+    """
+    if evaluate is None:
+        raise ValueError("threshold rule 'sparsest' needs an evaluate callable (validation error in percent of a "
+                         "split held out of the training set); use rule 'fixed' or 'valley' without one")
+    max_increase = float(config.get("max_error_increase", DEFAULT_MAX_ERROR_INCREASE))
+    max_candidates = int(config.get("max_candidates", DEFAULT_MAX_CANDIDATES))
+    passes = int(config.get("passes", 3))
+    reference = config.get("reference_error_pct")
+    if passes < 1:
+        raise ValueError(f"threshold rule 'sparsest': passes must be at least 1, got {passes}")
+    layers = net.prunable_layers()
+    statistics = group_statistics(net)
+    thresholds: list[float | None] = [None] * len(layers)
+    baseline = pruned_error(net, thresholds, evaluate)
+    bound = max(baseline, -math.inf if reference is None else float(reference)) + max_increase
+    leverage = weights_per_group(net)
+    order = sorted((i for i, s in enumerate(statistics) if s is not None), key=lambda i: -leverage[i])
+    trials, current_error, moved = [], baseline, True
+    for pass_number in range(1, passes + 1):
+        if not moved:
+            break
+        moved = False
+        for i in order:
+            before = thresholds[i]
+            candidate, error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate, bound,
+                                                              current_error, max_candidates)
+            kept_before = int(group_keep(layers[i], before).sum())
+            if int(group_keep(layers[i], candidate).sum()) < kept_before:
+                thresholds[i], current_error, moved = candidate, error, True
+            trials.append({"pass": pass_number, "layer": i, "tried": tried})
+            log.info("sparsest threshold, pass %d: layer %d keeps %d of %d groups, validation error %.2f %% "
+                     "(bound %.2f %%)", pass_number, i, int(group_keep(layers[i], thresholds[i]).sum()),
+                     len(statistics[i]), current_error, bound)
+    record = threshold_record(net, "sparsest", thresholds, max_error_increase=max_increase,
+                              max_candidates=max_candidates, passes=passes, reference_error_pct=reference,
+                              validation_error_baseline=baseline, validation_error_bound=bound,
+                              validation_error=current_error, order=order,
+                              weights_per_group=[None if w is None else float(w) for w in leverage], trials=trials)
+    return thresholds, record
+
+THRESHOLD_RULES = {"fixed": select_fixed, "valley": select_valley, "auto": select_auto, "sparsest": select_sparsest}
+
+
+def select_thresholds(net, config: dict | None = None, evaluate: Evaluate | None = None):
+    """Thresholds (aligned with ``net.prunable_layers()``, None = keep all) and their JSON-able record.
+
+    ``config``: ``{"rule": "auto" | "fixed" | "valley", ...}`` (default ``auto``); ``evaluate``: validation error.
+    """
+    config = dict(config or {})
+    rule = config.get("rule", "auto")
+    try:
+        select = THRESHOLD_RULES[rule]
+    except KeyError:
+        raise ValueError(f"unknown threshold rule {rule!r}; expected one of {sorted(THRESHOLD_RULES)}") from None
+    return select(net, config, evaluate)
+
+
+def threshold_curve(net, thresholds, evaluate: Evaluate, n_points: int = 15) -> list[dict]:
+    """Per group layer: validation error and groups kept at a grid of thresholds, the other layers at their chosen
+    values. The grid is ``n_points - 1`` quantile-spread midpoints of the statistic, +inf (null) and the chosen value.
+    """
+    thresholds = check_thresholds(net.prunable_layers(), thresholds)
+    curves = []
+    for i, statistic in enumerate(group_statistics(net)):
+        if statistic is None:
+            continue
+        midpoints = threshold_midpoints(statistic)
+        grid = {float(midpoints[k]) for k in thin_indices(len(midpoints), max(1, n_points - 1))}
+        if not keeps_all(thresholds[i]):
+            grid.add(float(thresholds[i]))
+        points = sorted(grid) + [math.inf]
+        started = time.perf_counter()
+        errors = [pruned_error(net, thresholds[:i] + [t] + thresholds[i + 1:], evaluate) for t in points]
+        log.info("threshold curve: layer %d, validation error at %d thresholds in %.1f s", i, len(points),
+                 time.perf_counter() - started)
+        curves.append({"layer": i, "chosen": _json_threshold(thresholds[i]),
+                       "thresholds": [_json_threshold(t) for t in points],
+                       "groups_kept": [int((statistic < t).sum()) for t in points], "error_pct": errors})
+    return curves
+
+
+# ---- the error-compression frontier ----------------------------------------------------------------------------------
+
+DEFAULT_FRONTIER_BUDGETS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)  # points of validation error over the unpruned net
+
+
+@torch.no_grad()
+def error_compression_frontier(net, evaluate_validation: Evaluate, evaluate_test: Evaluate,
+                               budgets: Sequence[float] = DEFAULT_FRONTIER_BUDGETS,
+                               config: dict | None = None) -> list[dict]:
+    """The ``sparsest`` rule at each validation budget in ``budgets``: per point the validation and test error of the
+    pruned net and its compression after pruning, so one run shows the whole trade-off, not one threshold choice.
+    The test error is measured for the reader only; every choice is made on the validation split."""
+    layers = net.prunable_layers()
+    points = []
+    with eval_mode(net):
+        for budget in budgets:
+            thresholds, record = select_sparsest(net, {**(config or {}), "max_error_increase": float(budget)},
+                                                 evaluate_validation)
+            masks = propagate_masks(net, thresholds)
+            counts = [layer_counts(layer, m) for layer, m in zip(layers, masks)]
+            points.append({"max_error_increase": float(budget), "validation_error_pct": record["validation_error"],
+                           "test_error_pct": float(evaluate_test(deterministic_net(net, masks))),
+                           "compression_pruning": accounting.finite_or_none(accounting.compression_pruning(counts)),
+                           "kept_weights": [c.nonzero for c in counts], "architecture": architecture(net, masks)})
+            log.info("frontier: budget +%.2f points keeps %s (%s), validation %.2f %%, test %.2f %%", budget,
+                     "-".join(map(str, points[-1]["architecture"])),
+                     "inf" if points[-1]["compression_pruning"] is None else
+                     f"{points[-1]['compression_pruning']:.1f}x", points[-1]["validation_error_pct"],
+                     points[-1]["test_error_pct"])
+    return points
+
+
+def compression_at_error(frontier: Sequence[dict], error_pct: float, key: str = "test_error_pct") -> float | None:
+    """The highest compression after pruning among frontier points whose ``key`` error is at most ``error_pct``
+    (None when no point is that accurate)."""
+    rates = [p["compression_pruning"] for p in frontier
+             if p[key] is not None and p[key] <= error_pct + 1e-9 and p["compression_pruning"] is not None]
+    return max(rates) if rates else None
