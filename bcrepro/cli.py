@@ -27,35 +27,22 @@ import torch
 import yaml
 
 from . import data, gpu_slots, models
-from .compress import bitstream, pipeline
-from .deploy import cpu_memory, slim, speed
-from .report import tracking
-from .methods import METHODS, get_method
 from .atomic import write_atomically, write_json
+from .compress import bitstream, pipeline
 from .compress.evaluation import PrefixReusingErrorRate
 from .compress.masks import propagate_masks
 from .compress.thresholds import DEFAULT_FRONTIER_BUDGETS, monitor_groups_kept
-from .train import CHECKPOINT, TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
+from .deploy import cpu_memory, slim, speed
+from .methods import METHODS, get_method
+from .report import tracking
+from .runs import (ARTEFACT_FILE, CHECKPOINT, COMPRESSED_FILE, HISTORY_FILE, METRICS_FILE, MLFLOW_MODEL_DIR, MODEL_FILE,
+                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, UsageError, build_net, init_from_dense,
+                   load_dataset_for_run, load_trained)
+from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")
 
-RUN_FILE = "run.json"
-MODEL_FILE = "model.pt"
-HISTORY_FILE = "history.json"
-METRICS_FILE = "metrics.json"
-COMPRESSED_FILE = "compressed.npz"
-ARTEFACT_FILE = "compressed.bin"  # Deep Compression's format, bit-packed (bcrepro.compress.bitstream)
-SLIM_FILE = "slim.pt"
-POSTERIOR_FILE = "posterior.npz"
-MLFLOW_MODEL_DIR = "slim_model"  # the slimmed network as an MLflow PyTorch model (logged only with MLflow on)
-SPEED_FILE = "speed.json"
 DEFAULT_EXPERIMENT = "bcrepro"
-# The validation hold-out (and synthetic data) do not depend on the training seed: every run sees the same split.
-DATA_SEED = 0
-
-
-class UsageError(ValueError):
-    """A problem with what the user asked for (names, files, parameters)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,52 +135,6 @@ def cell_run(args, run: dict, out: Path) -> tracking.CellRun:
     cell = {key: run[key] for key in ("arch", "method", "seed", "dataset")}
     return tracking.CellRun(out, uri=args.mlflow_uri, experiment=args.mlflow_experiment, mode=mode,
                             rule=args.rule or args.verb, cell=cell)
-
-
-def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
-    method = get_method(method_name)
-    options = {"dropout": True} if params.get("dropout") else {}  # the dense VGG recipe's dropout (models.vgg16)
-    net = models.build(arch, method.layer_factory(arch, params), num_classes=splits.num_classes, **options)
-    if method.attach is not None:
-        method.attach(net, params)
-    if tuple(net.input_shape) != tuple(splits.input_shape):
-        raise UsageError(f"architecture {arch} expects inputs of shape {net.input_shape} but dataset "
-                         f"{splits.name} has {splits.input_shape}")
-    return net
-
-
-def load_dataset_for_run(run: dict, device: torch.device) -> data.DataSplits:
-    return data.load_dataset(run["dataset"], data_root=run["data_root"], download=run["download"], device=device,
-                             validation_size=run["params"]["validation_size"], seed=DATA_SEED,
-                             synthetic_shape=data.synthetic_shape_for_arch(run["arch"]))
-
-
-def init_from_dense(net: models.Net, path: Path) -> None:
-    """Start from a trained dense reference: its weights and biases become the means of every layer."""
-    if not path.exists():
-        raise UsageError(f"--init {path} does not exist (expected a dense run's {MODEL_FILE})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    dense = None
-    # The dense VGG recipe has dropout modules, which shift the positions (and names) of the layers after them.
-    for dropout in (False, True):
-        candidate = models.build(net.arch, num_classes=net.num_classes, **({"dropout": True} if dropout else {}))
-        try:
-            candidate.load_state_dict(state)
-        except (RuntimeError, TypeError) as err:
-            error = err
-            continue
-        dense = candidate
-        break
-    if dense is None:
-        raise UsageError(f"--init {path} is not a dense {net.arch} state dict: {error}")
-    with torch.no_grad():
-        for target, source in zip(net.prunable_layers(), dense.prunable_layers()):
-            (target.weight_mu if hasattr(target, "weight_mu") else target.weight).copy_(source.weight)
-            (target.bias_mu if hasattr(target, "bias_mu") else target.bias).copy_(source.bias)
-        # batch norm, in order (names differ where only one of the two networks has dropout)
-        norms = [[m for m in n.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] for n in (net, dense)]
-        for target, source in zip(*norms):
-            target.load_state_dict(source.state_dict())
 
 
 def epoch_metrics(record: dict) -> dict:
@@ -290,23 +231,6 @@ def cmd_train(args) -> None:
         tracker.log_artifact(out / MODEL_FILE, "state_dicts")
         tracker.log_artifact(out / HISTORY_FILE)
     log.info("saved %s (%.1f s of training)", out / MODEL_FILE, train_seconds)
-
-
-def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits, models.Net]:
-    """A finished run directory's settings, data and trained network (eval mode, on ``device``)."""
-    run_path, model_path = out / RUN_FILE, out / MODEL_FILE
-    if not run_path.exists() or not model_path.exists():
-        raise UsageError(f"{out} is not a finished training run (needs {RUN_FILE} and {MODEL_FILE}); "
-                         f"run `bcrepro train ... --out {out}` first")
-    run = json.loads(run_path.read_text())
-    splits = load_dataset_for_run(run, device)
-    net = build_net(run["arch"], run["method"], run["params"], splits)
-    net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
-    method = get_method(run["method"])
-    if method.finalize is not None:
-        method.finalize(net, run["params"])
-    net.to(device).eval()
-    return run, splits, net
 
 
 def parse_json_option(name: str, text: str):

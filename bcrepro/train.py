@@ -30,10 +30,10 @@ from .atomic import write_atomically
 from .data import DataSplits, augment_cifar, minibatches
 from . import pooling
 from .models import Net
+from .runs import CHECKPOINT
 
 log = logging.getLogger("bcrepro.train")
 
-CHECKPOINT = "checkpoint.pt"
 DIVERGENCE_CHECK_EVERY = 50  # steps between reads of the loss on a GPU (each read waits for the device)
 LR_SCHEDULES = ("constant", "cosine", "constant_then_linear", "linear", "inv")
 OPTIMIZERS = ("adam", "sgd")

@@ -12,7 +12,7 @@ Fashion-MNIST (Debian's ``dataset-fashion-mnist``; ``--data-root`` is the folder
    input shape, with the background (0 in the unit range) as padding; ``--train-size`` images of the training split
    are kept (a validation split of ``--validation-size`` is held out before);
 2. a dense VGG-16 trains with the registry's VGG recipe (SGD, cosine schedule, augmentation), ``--dense-epochs``;
-3. each BC method starts from it (``bcrepro.cli.init_from_dense``), trains ``--bc-epochs`` with the registry's VGG
+3. each BC method starts from it (``bcrepro.runs.init_from_dense``), trains ``--bc-epochs`` with the registry's VGG
    settings, the KL warm-up shortened to ``--kl-warmup-epochs``, then is compressed as ``bcrepro compress`` does
    (its threshold rule on the validation split, or ``--threshold-rule valley``) and slimmed; the slimmed network
    must give the pruned network's outputs on test images;
@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from bcrepro import data
-from bcrepro.cli import DATA_SEED, build_net, init_from_dense
+from bcrepro.compress.evaluation import PrefixReusingErrorRate
 from bcrepro.compress.pipeline import compress
 from bcrepro.compress.thresholds import monitor_groups_kept
-from bcrepro.compress.evaluation import PrefixReusingErrorRate
 from bcrepro.deploy import speed
 from bcrepro.methods import get_method
+from bcrepro.runs import DATA_SEED, build_net, init_from_dense
 from bcrepro.train import TrainConfig, error_rate, train
 
 CIFAR_SIDE = 32

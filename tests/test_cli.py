@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bcrepro import cli, models
+from bcrepro import cli, models, runs
 from bcrepro.compress import bitstream
 from bcrepro.data import load_dataset
 from bcrepro.deploy import slim
@@ -172,7 +172,7 @@ def test_init_from_dense_copies_weights_into_the_posterior_means(tmp_path):
     torch.save(dense.state_dict(), tmp_path / "model.pt")
     method = get_method("bc-ghs")
     net = models.build("lenet5", method.layer_factory("lenet5", method.params_for("lenet5")))
-    cli.init_from_dense(net, tmp_path / "model.pt")
+    runs.init_from_dense(net, tmp_path / "model.pt")
     for bayes, plain in zip(net.prunable_layers(), dense.prunable_layers()):
         assert torch.equal(bayes.weight_mu, plain.weight)
         assert torch.equal(bayes.bias_mu, plain.bias)
@@ -242,9 +242,9 @@ def test_the_dense_vgg_recipe_trains_with_dropout():
     params = get_method("dense").params_for("vgg16")
     splits = load_dataset("synthetic", validation_size=0, synthetic_train=8, synthetic_test=8,
                           synthetic_shape=(3, 32, 32))
-    net = cli.build_net("vgg16", "dense", params, splits)
+    net = runs.build_net("vgg16", "dense", params, splits)
     assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 10
-    lenet = cli.build_net("lenet5", "dense", get_method("dense").params_for("lenet5"),
+    lenet = runs.build_net("lenet5", "dense", get_method("dense").params_for("lenet5"),
                           load_dataset("synthetic", validation_size=0, synthetic_train=8, synthetic_test=8))
     assert not any(isinstance(m, torch.nn.Dropout) for m in lenet.modules())
 
@@ -262,7 +262,7 @@ def test_init_from_a_dense_vgg_with_dropout_copies_weights_and_batch_norm(tmp_pa
     torch.save(dense.state_dict(), tmp_path / "model.pt")
     method = get_method("bc-gnj")
     net = models.build("vgg16", method.layer_factory("vgg16", method.params_for("vgg16")))
-    cli.init_from_dense(net, tmp_path / "model.pt")
+    runs.init_from_dense(net, tmp_path / "model.pt")
     for bayes, plain in zip(net.prunable_layers(), dense.prunable_layers()):
         assert torch.equal(bayes.weight_mu, plain.weight)
     norms = [[m for m in n.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] for n in (net, dense)]

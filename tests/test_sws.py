@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import run_bcrepro
 
-from bcrepro import cli, data, models
+from bcrepro import data, models, runs
 from bcrepro.methods import get_method, sws
 from bcrepro.train import TrainConfig, make_optimizer, train
 
@@ -106,7 +106,7 @@ def test_sws_from_a_dense_reference_quantises_and_reports_the_quantised_error(tm
     assert metrics["nonzero_weights"] < 0.5 * metrics["total_weights"]
     assert metrics["bits"] is not None and max(metrics["bits"]) <= 4  # at most 16 non-zero means
     assert metrics["error_pct"] == metrics["error_quantized_pct"] < 15.0  # the quantised network's error
-    _, _, net = cli.load_trained(Path(run), torch.device("cpu"))
+    _, _, net = runs.load_trained(Path(run), torch.device("cpu"))
     for layer in net.prunable_layers():
         codebook = set(layer.centroids[:int(layer.n_centroids)].tolist())
         assert set(layer.inference_weight()[layer.mask].tolist()) <= codebook

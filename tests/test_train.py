@@ -163,7 +163,8 @@ def test_a_finished_checkpoint_resumes_on_another_device_without_touching_its_rn
 
 
 def test_checkpoint_rng_states_are_cpu_byte_tensors(tmp_path):
-    from bcrepro.train import CHECKPOINT, read_checkpoint
+    from bcrepro.runs import CHECKPOINT
+    from bcrepro.train import read_checkpoint
     net, splits, config = _setup()
     config.epochs = 1
     train(net, splits, config, tmp_path, torch.device("cpu"))

@@ -44,6 +44,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from ..atomic import write_atomically  # noqa: E402
+from ..runs import HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, SPEED_FILE  # noqa: E402
 
 DPI = 120
 
@@ -132,7 +133,7 @@ def _read_json(path: Path):
 
 
 def _load_posterior(run_dir: str | os.PathLike) -> dict | None:
-    path = Path(run_dir) / "posterior.npz"
+    path = Path(run_dir) / POSTERIOR_FILE
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as archive:
@@ -157,7 +158,7 @@ def _statistic_label(posterior: Mapping | None) -> str:
 
 def _run_title(run_dir: Path) -> str:
     """``arch / method / seed N`` from metrics.json, or the run directory's path where that is missing."""
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     if metrics_path.exists():
         metrics = _read_json(metrics_path)
         if all(k in metrics for k in ("arch", "method", "seed")):
@@ -302,7 +303,7 @@ def speedup_measurements(runs_dir: str | os.PathLike) -> pd.DataFrame:
     eager; ``torchscript``), each ``contiguous`` and ``none`` for files from before records named them."""
     from ..deploy.speed import speedups
     rows = []
-    for path in sorted(Path(runs_dir).glob("*/*/seed*/speed.json")):
+    for path in sorted(Path(runs_dir).glob(f"*/*/seed*/{SPEED_FILE}")):
         arch, method, seed = path.parent.relative_to(runs_dir).parts
         try:
             records = _read_json(path)
@@ -482,7 +483,7 @@ def threshold_curves(run_dir: str | os.PathLike, out_path: str | os.PathLike) ->
     the others at their chosen values; groups kept on a twin axis; the chosen threshold marked, the keep-all error as a
     dotted line. [] when the curve is null or metrics.json is missing."""
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     curves = _read_json(metrics_path).get("threshold_curve") if metrics_path.exists() else None
     if not curves:
         return []
@@ -532,7 +533,7 @@ def frontier(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> list[Pa
     from .paper import paper_row
 
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     metrics = _read_json(metrics_path) if metrics_path.exists() else {}
     points = [p for p in metrics.get("frontier") or [] if p.get("compression_pruning") is not None]
     if not points:
@@ -570,7 +571,7 @@ def training_curves(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> 
     """history.json as two panels: train and test error per epoch; the fraction of groups kept per layer (or, for a
     dense net, the training loss), with the KL weight on a twin axis. [] without history.json or epochs."""
     run_dir = Path(run_dir)
-    history_path = run_dir / "history.json"
+    history_path = run_dir / HISTORY_FILE
     history = _read_json(history_path) if history_path.exists() else []
     if not history:
         return []
@@ -696,7 +697,7 @@ def all_figures(runs: pd.DataFrame, runs_dir: str | os.PathLike, figures_dir: st
         if "architecture" in runs.columns:
             written += learned_architecture(runs, figures_dir, paper_architectures, original)
     written += speedup_vs_batch(runs_dir, figures_dir)
-    for metrics_path in sorted(runs_dir.glob("*/*/seed*/metrics.json")):
+    for metrics_path in sorted(runs_dir.glob(f"*/*/seed*/{METRICS_FILE}")):
         run_dir = metrics_path.parent
         written += run_figures(run_dir, figures_dir / "runs" / run_dir.relative_to(runs_dir))
     return written

@@ -31,12 +31,10 @@ import pandas as pd
 from bcrepro.atomic import write_text
 from bcrepro.compress.thresholds import compression_at_error
 from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
+from bcrepro.runs import METRICS_FILE, SPEED_FILE
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
 METHOD_ORDER = ["dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs"]
-
-METRICS_FILE = "metrics.json"
-SPEED_FILE = "speed.json"
 
 # Keys every metrics.json must have (docs/workflow.md, "`metrics.json` keys"); any others are ignored here.
 REQUIRED_KEYS = [

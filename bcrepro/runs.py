@@ -1,0 +1,105 @@
+"""A run directory: the names of the files one (arch, method, seed) cell keeps there, and loading a trained run.
+
+``bcrepro train`` writes ``run.json`` (the settings), ``checkpoint.pt`` while it trains, then ``model.pt`` and
+``history.json``; ``bcrepro compress`` adds ``metrics.json``, ``compressed.npz``, ``compressed.bin``, ``slim.pt`` and
+``posterior.npz`` (and the ``slim_model`` folder with MLflow on); ``bcrepro speedup`` adds ``speed.json``
+(docs/workflow.md). The CLI, the table and the figures take the names from here; the MLflow bookkeeping beside them
+(``tracking.json``, ``tracking.jsonl``) is ``bcrepro.report.tracking``'s own.
+
+``load_trained`` rebuilds a finished run's network from ``run.json`` and ``model.pt`` on the data set it was trained
+on; ``build_net`` and ``init_from_dense`` are the steps it shares with ``bcrepro train``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import data, models
+from .methods import get_method
+
+RUN_FILE = "run.json"
+CHECKPOINT = "checkpoint.pt"  # what ``train.train`` saves after each epoch and resumes from
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+COMPRESSED_FILE = "compressed.npz"
+ARTEFACT_FILE = "compressed.bin"  # Deep Compression's format, bit-packed (bcrepro.compress.bitstream)
+SLIM_FILE = "slim.pt"
+POSTERIOR_FILE = "posterior.npz"
+MLFLOW_MODEL_DIR = "slim_model"  # the slimmed network as an MLflow PyTorch model (logged only with MLflow on)
+SPEED_FILE = "speed.json"
+
+# The validation hold-out (and synthetic data) do not depend on the training seed: every run sees the same split.
+DATA_SEED = 0
+
+
+class UsageError(ValueError):
+    """A problem with what the user asked for (names, files, parameters)."""
+
+
+def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
+    """The network of ``arch`` with ``method_name``'s layers for ``params`` (untrained), checked against the data
+    set's input shape."""
+    method = get_method(method_name)
+    options = {"dropout": True} if params.get("dropout") else {}  # the dense VGG recipe's dropout (models.vgg16)
+    net = models.build(arch, method.layer_factory(arch, params), num_classes=splits.num_classes, **options)
+    if method.attach is not None:
+        method.attach(net, params)
+    if tuple(net.input_shape) != tuple(splits.input_shape):
+        raise UsageError(f"architecture {arch} expects inputs of shape {net.input_shape} but dataset "
+                         f"{splits.name} has {splits.input_shape}")
+    return net
+
+
+def load_dataset_for_run(run: dict, device: torch.device) -> data.DataSplits:
+    """The data set of a run's settings (``run.json``), with the validation hold-out every run shares."""
+    return data.load_dataset(run["dataset"], data_root=run["data_root"], download=run["download"], device=device,
+                             validation_size=run["params"]["validation_size"], seed=DATA_SEED,
+                             synthetic_shape=data.synthetic_shape_for_arch(run["arch"]))
+
+
+def init_from_dense(net: models.Net, path: Path) -> None:
+    """Start from a trained dense reference: its weights and biases become the means of every layer."""
+    if not path.exists():
+        raise UsageError(f"--init {path} does not exist (expected a dense run's {MODEL_FILE})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    dense = None
+    # The dense VGG recipe has dropout modules, which shift the positions (and names) of the layers after them.
+    for dropout in (False, True):
+        candidate = models.build(net.arch, num_classes=net.num_classes, **({"dropout": True} if dropout else {}))
+        try:
+            candidate.load_state_dict(state)
+        except (RuntimeError, TypeError) as err:
+            error = err
+            continue
+        dense = candidate
+        break
+    if dense is None:
+        raise UsageError(f"--init {path} is not a dense {net.arch} state dict: {error}")
+    with torch.no_grad():
+        for target, source in zip(net.prunable_layers(), dense.prunable_layers()):
+            (target.weight_mu if hasattr(target, "weight_mu") else target.weight).copy_(source.weight)
+            (target.bias_mu if hasattr(target, "bias_mu") else target.bias).copy_(source.bias)
+        # batch norm, in order (names differ where only one of the two networks has dropout)
+        norms = [[m for m in n.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] for n in (net, dense)]
+        for target, source in zip(*norms):
+            target.load_state_dict(source.state_dict())
+
+
+def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits, models.Net]:
+    """A finished run directory's settings, data and trained network (eval mode, on ``device``)."""
+    run_path, model_path = out / RUN_FILE, out / MODEL_FILE
+    if not run_path.exists() or not model_path.exists():
+        raise UsageError(f"{out} is not a finished training run (needs {RUN_FILE} and {MODEL_FILE}); "
+                         f"run `bcrepro train ... --out {out}` first")
+    run = json.loads(run_path.read_text())
+    splits = load_dataset_for_run(run, device)
+    net = build_net(run["arch"], run["method"], run["params"], splits)
+    net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    method = get_method(run["method"])
+    if method.finalize is not None:
+        method.finalize(net, run["params"])
+    net.to(device).eval()
+    return run, splits, net
