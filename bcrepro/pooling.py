@@ -1,11 +1,11 @@
 """Exact rewrites that make an eval-mode network faster on CPU without changing a single output value.
 
-PyTorch's CPU ``max_pool2d`` on NCHW tensors computes the arg-max indices even without autograd and is slow: on the
-2-core development machine, pooling LeNet-5's conv1 output (1024 x 20 x 24 x 24) takes four to seven times as long as
-the same 2 x 2 window done as two elementwise ``torch.maximum`` over strided views (rows, then columns), and pooling
-was a third of LeNet-5's inference time (``benchmarks/pooling.py`` measures both side by side). Because pooling scales
-with the channels while a conv scales with input x output channels, it is a larger share of a slimmed network than of
-the original one, which hides part of the speed-up that pruning earned.
+PyTorch's CPU ``max_pool2d`` on NCHW tensors computes the arg-max indices even without autograd, which makes it slow
+next to the same 2 x 2 window done as two elementwise ``torch.maximum`` over strided views (rows, then columns), and
+a large share of a small conv net's inference time (figures in ``docs/benchmarks.md``; ``benchmarks/pooling.py``
+measures both side by side). Because pooling scales with the channels while a conv scales with input x output
+channels, it is a larger share of a slimmed network than of the original one, which hides part of the speed-up that
+pruning earned.
 
 ``fast_inference(module)`` returns a copy of ``module`` where, inside every ``nn.Sequential``:
 
@@ -44,8 +44,8 @@ class StridedMaxPool2x2(nn.Module):
             x = F.pad(x, (0, odd_width, 0, odd_height), value=float("-inf"))
         height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # floor mode drops an odd last row/column
         # rows first: both views read whole rows, so this maximum runs on unit-stride memory and halves the data
-        # before the column maximum, whose stride-2 views are the slow kind (1.1-1.5x faster than three maxima of
-        # stride-2 views on LeNet-5's conv outputs)
+        # before the column maximum, whose stride-2 views are the slow kind (faster than three maxima of stride-2
+        # views; docs/benchmarks.md)
         rows = torch.maximum(x[..., 0:height:2, :width], x[..., 1:height:2, :width])
         pooled = torch.maximum(rows[..., 0::2], rows[..., 1::2])
         return pooled.clamp_min_(0) if self.relu else pooled

@@ -109,8 +109,8 @@ def error_rate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     """Test error in percent of ``net`` in eval mode (posterior-mean weights for Bayesian layers).
 
     The count stays on the device until the end, like the training loop's sums (one read, not one per batch). The
-    forward passes on CPU go through the exact pooling rewrite of ``bcrepro.pooling`` (1.5x faster for LeNet-5;
-    ``compress`` evaluates a few hundred pruned networks); elsewhere it is left as built (``pooling.pays_off``).
+    forward passes on CPU go through the exact pooling rewrite of ``bcrepro.pooling`` (``compress`` evaluates a few
+    hundred pruned networks; docs/benchmarks.md); elsewhere it is left as built (``pooling.pays_off``).
     """
     was_training = net.training
     net.eval()
@@ -123,7 +123,7 @@ def error_rate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 
 def make_optimizer(net: Net, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam with the fused kernel (one pass per parameter, 2.5x faster than the default on CPU) where the device has
+    """Adam with the fused kernel (one pass per parameter instead of several; docs/benchmarks.md) where the device has
     one, or SGD with momentum (not fused: its fused kernel fails when a parameter first gets a gradient mid-run, as
     DC's centroids do)."""
     fused = device.type in ("cpu", "cuda")

@@ -3,8 +3,8 @@
 The automatic threshold rule (``thresholds.select_auto``) and the threshold curve evaluate hundreds of pruned
 networks that differ from one another in one layer's threshold only. Pruning a layer changes that layer (and the
 layers its units connect to) but not the layers before it, so every network tried for one layer computes the same
-activations up to there. On CPU this made ``bcrepro compress`` of VGG-16 take over 40 minutes, nearly all of it in
-forward passes repeating the same first layers.
+activations up to there. Evaluated from scratch, nearly all of ``bcrepro compress``'s time on CPU goes into forward
+passes repeating the same first layers (``docs/benchmarks.md``; ``benchmarks/threshold_search.py`` measures both).
 
 ``PrefixReusingErrorRate(x, y)`` is a drop-in for ``lambda net: train.error_rate(net, x, y)``: called with a network
 it returns the same error in percent, computed the same way (eval mode, the same batches, the same pooling rewrite on

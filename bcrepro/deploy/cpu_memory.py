@@ -3,8 +3,8 @@
 glibc gives every block above its mmap threshold (at most 32 MiB on 64-bit) a fresh ``mmap`` and hands it back to the
 kernel when it is freed. A LeNet-5 forward pass at batch 1024 allocates 10-50 MB activations and at batch 8192 up to
 400 MB, so every pass pays the page faults of touching fresh, zeroed pages, and the larger the tensors the more it
-pays. On the development machines that was between a quarter and a half of the original LeNet-5's time at batch 1024,
-and it made repeated measurements of the same model disagree by up to 1.9x (`bcrepro speedup`, see the README).
+pays. That is a large share of a forward pass, and it varies from pass to pass, so it both inflates the times
+``bcrepro speedup`` measures and makes repeated measurements of one model disagree (``docs/benchmarks.md``).
 
 ``keep_freed_memory()`` tells glibc to serve every allocation from the heap (``M_MMAP_MAX = 0``) and not to trim it
 (``M_TRIM_THRESHOLD`` at its largest), the effect of the allocators PyTorch's CPU performance guide recommends

@@ -22,9 +22,8 @@ synchronisation.
 
 ``memory_format`` (records too) is the layout of the image input and the conv weights of every variant: ``contiguous``
 (NCHW, PyTorch's default) or ``channels_last`` (NHWC). It changes which kernels run, and not by the same factor for
-every variant: on the 2-core development machine at batch 1024, the original LeNet-5's conv2 (20 -> 50 channels) takes
-half as long in ``channels_last``, while the slimmed network's time is unchanged, so the measured speed-up falls from
-about 4.5x to 2.7x. Non-image inputs have no such layout and are always ``contiguous``.
+every variant, so it changes the measured speed-up too (``docs/benchmarks.md``). Non-image inputs have no such layout
+and are always ``contiguous``.
 
 ``compiler`` (``compiled`` in the records) is ``none`` (eager PyTorch) or ``torchscript``: every variant traced on a
 small batch, frozen and passed through ``torch.jit.optimize_for_inference``, the deployment route whose CPU graph runs

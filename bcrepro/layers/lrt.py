@@ -3,9 +3,9 @@ reparameterisation of the pre-activations and the Gaussian weight KL (paper Eq. 
 
 Autograd over the plain expressions (``Linear/Conv2dGeometry._lrt_moments``, kept as the reference the tests compare
 against) allocates a fresh tensor for almost every step of the maths; on CPU a fresh tensor of a megabyte costs
-about four times what the same pass costs in place, because new memory has to be faulted in. It also walks each
-weight matrix about a dozen times: ``exp(logvar)`` twice (forward and KL), ``expm1`` and three products in the KL's
-backward, two gradient accumulations. Here:
+several times what the same pass costs in place, because new memory has to be faulted in (docs/benchmarks.md). It
+also walks each weight matrix about a dozen times: ``exp(logvar)`` twice (forward and KL), ``expm1`` and three
+products in the KL's backward, two gradient accumulations. Here:
 
 - ``exp(logvar)`` is computed once and serves the variance path and the KL;
 - the gradients of ``weight_mu`` and ``weight_logvar`` are the matmul outputs updated in place by the KL's closed-form
