@@ -276,7 +276,9 @@ def cmd_compress(args) -> None:
         out / COMPRESSED_FILE, deployable, result.masks,
         None if precision is None else precision.rounded_weights, None if precision is None else precision.bits)
     artefact = bitstream.encode_layers(result.encoded, [(m.out_mask.cpu().numpy(), m.in_mask.cpu().numpy())
-                                                        for m in result.masks])
+                                                        for m in result.masks],
+                                       biases=[layer.bias.detach().cpu().numpy()
+                                               for layer in deployable.prunable_layers()])
     write_atomically(out / ARTEFACT_FILE, lambda handle: handle.write(artefact))
     slimmed = None
     try:
@@ -412,6 +414,17 @@ def cmd_figures(args) -> None:
             tracker.log_artifact(run_figures, "figures")
 
 
+def cmd_record(args) -> None:
+    from .report import record  # matplotlib, seaborn and pandas are only needed here
+    out = Path(args.out)
+    if args.runs is not None:
+        copied = record.copy_cells(Path(args.runs), out)
+        log.info("copied %d files of %d cells into %s", len(copied), len(record.cell_folders(Path(args.runs))),
+                 out / record.RUNS_DIR)
+    written = record.regenerate(out)
+    log.info("wrote %d tables and figures under %s", len(written), out)
+
+
 def cmd_methods(args) -> None:
     for name, method in sorted(METHODS.items()):
         print(f"{name:10s} {method.description} (architectures: {', '.join(sorted(method.hyperparameters))})")
@@ -522,6 +535,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figures folder")
     add_tracking_args(p)
     p.set_defaults(func=cmd_figures)
+
+    p = verbs.add_parser("record", help="copy the cells' small files into a committable record and regenerate its "
+                                        "table and figures from them (no training)")
+    p.add_argument("--runs", help="the workflow's runs folder (results/runs) to copy from; without it, only "
+                                  "regenerate from the cells already in --out")
+    p.add_argument("--out", required=True, help="the record folder, e.g. results/mnist")
+    p.set_defaults(func=cmd_record)
 
     p = verbs.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=cmd_methods)

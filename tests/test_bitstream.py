@@ -40,7 +40,7 @@ def overhead_bound_bits(layer, units):
     """The module docstring's overhead: geometry, tables (w <= 6 bits per length), counts and, dense, unit masks."""
     fmt = acc.layer_max_storage(layer)[1]
     distinct = np.unique(layer.values).size  # at least the codebook of either stream
-    bound = 24 + 32 * layer.values.ndim + 80 + 6 * distinct
+    bound = 24 + 32 * layer.values.ndim + 80 + 6 * distinct + 8  # + the bias flag (no biases stored)
     return bound + (sum(m.size for m in units) if fmt == "dense" else 72 + 6 * 2 ** layer.index_bits)
 
 
@@ -114,6 +114,43 @@ def test_negative_zero_decodes_as_zero():
     w = np.array([[-0.0, 0.5, 0.0], [0.5, -0.0, -0.5]], np.float32)
     data = round_trip([(acc.EncodedLayer(w, w, 5), (np.ones(2, bool), np.ones(3, bool)))])
     assert np.signbit(bs.decode_layers(data)[0]).sum() == 1  # only the -0.5
+
+
+def test_biases_decode_exactly_and_cost_a_mask_bit_per_output_and_32_bits_per_nonzero():
+    layer, units = group_pruned_layer((30, 40), 10, 12, np.append(grid(8), 0), 7)
+    other, other_units = sparse_layer((10, 30), 0.3, grid(4), 8)
+    bias = np.zeros(30, np.float32)
+    bias[np.flatnonzero(units[0])] = np.linspace(-1.5, 2.5, 10, dtype=np.float32)  # pruned outputs: zero bias
+    bias[np.flatnonzero(units[0])[3]] = 0.0  # a kept output may have a zero bias too
+    without = bs.encode_layers([layer, other], [units, other_units])
+    data = bs.encode_layers([layer, other], [units, other_units], biases=[bias, None])
+    (w0, b0), (w1, b1) = bs.decode(data)
+    np.testing.assert_array_equal(b0.view(np.uint32), bias.view(np.uint32))
+    assert b1 is None
+    np.testing.assert_array_equal(w0, layer.values)
+    np.testing.assert_array_equal(w1, other.values)
+    added_bits = 30 + 32 * 9  # the mask, then 9 nonzero float32
+    assert 8 * len(data) - 8 * len(without) in range(added_bits - 7, added_bits + 8)  # up to the byte padding
+
+
+def test_a_bias_of_the_wrong_length_or_not_finite_is_refused():
+    layer, units = sparse_layer((5, 6), 0.5, grid(4), 9)
+    with pytest.raises(ValueError, match="5 finite values"):
+        bs.encode_layers([layer], [units], biases=[np.zeros(4)])
+    with pytest.raises(ValueError, match="5 finite values"):
+        bs.encode_layers([layer], [units], biases=[np.array([0, 1, np.nan, 0, 0])])
+
+
+def test_version_1_files_without_biases_still_decode(monkeypatch):
+    layer, units = sparse_layer((8, 9), 0.5, grid(4), 11)
+    monkeypatch.setattr(bs, "VERSION", 1)
+    monkeypatch.setattr(bs, "_write_bias", lambda writer, bias, n_out: None)  # version 1 had no bias section
+    data = bs.encode_layers([layer], [units])
+    monkeypatch.undo()
+    assert data[4] == 1
+    [(weight, bias)] = bs.decode(data)
+    np.testing.assert_array_equal(weight, layer.values)
+    assert bias is None
 
 
 def test_mixed_network_in_one_file():

@@ -33,6 +33,7 @@ def quick_params(tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["bc-gnj", "bc-ghs"])
 def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, quick_params, method):
     run = tmp_path / method
@@ -272,6 +273,7 @@ def test_init_from_a_dense_vgg_with_dropout_copies_weights_and_batch_norm(tmp_pa
         assert torch.equal(target.weight, source.weight)
 
 
+@pytest.mark.slow
 def test_compress_states_the_sparsest_budget_against_a_dense_reference(tmp_path, quick_params):
     dense, bc = tmp_path / "dense", tmp_path / "bc"
     for method, run, epochs in (("dense", dense, 3), ("bc-gnj", bc, 3)):

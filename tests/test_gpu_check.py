@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 ABSENT_ON_THE_GPU_MACHINE = ("mlflow", "snakemake", "pandas", "seaborn", "yaml")
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_from_the_checkout_without_mlflow_and_reports_speeds(tmp_path):
     blocked = tmp_path / "blocked"
     for name in ABSENT_ON_THE_GPU_MACHINE:

@@ -69,6 +69,7 @@ def test_a_training_subset_larger_than_the_split_is_refused(check):
         check.cifar_shaped(numbered_splits(), train_size=21)
 
 
+@pytest.mark.slow
 def test_the_dense_stage_trains_vgg16_on_the_cifar_shaped_images_and_writes_the_summary(check, tmp_path, capsys):
     summary = check.main(["--data-root", str(tmp_path), "--dataset", "synthetic", "--out", str(tmp_path / "out"),
                           "--train-size", "32", "--validation-size", "16", "--dense-epochs", "1", "--methods"])

@@ -75,6 +75,7 @@ def test_training_jobs_ask_for_a_gpu_only_when_the_device_is_cuda(tmp_path):
     assert "gpu=1" not in gpu_of(cpu.stdout, "train")
 
 
+@pytest.mark.slow
 def test_the_speedup_jobs_take_the_configured_memory_format_and_compiler(tmp_path):
     def speedup_commands(output):
         return [line for line in output.splitlines() if " speedup --run " in line]
@@ -110,6 +111,7 @@ def test_a_bad_config_fails_before_any_job_and_names_the_key(tmp_path, text, nam
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_offline_fails_at_the_staging_rule_with_the_library_message(tmp_path):
     config = write_config(tmp_path / "offline.yaml", "download: false\narchs: [lenet300]\nseeds: [0]\n"
                                                      "methods: [dense]\ndevice: cpu\n")

@@ -1,17 +1,19 @@
 """Deep Compression's storage format as real bytes: ``encode_layers`` writes the pruned, quantised weights of a network
 in exactly the representation that ``accounting.layer_max_storage`` counts, ``decode_layers`` reads them back.
 
-Weights only, as the accounting (biases are in ``compressed.npz``). numpy only, no torch: arrays in, arrays out.
+The weights as the accounting counts them, then each layer's biases (which the rates do not count, as the paper), so
+that the file alone rebuilds the network (``bcrepro.deploy.artefact``). numpy only, no torch: arrays in, arrays out.
 
 The file is one MSB-first bit stream, zero-padded to a whole byte, then a CRC-32 of those bytes. Field widths in bits:
 
-    magic "BCDC" (32) | version (8) | layers (32) | layer ... | padding (0-7) | crc32 (32)
+    magic "BCDC" (32) | version (8) | layers (32) | layer ... | bias ... | padding (0-7) | crc32 (32)
     layer:   ndim (8) | shape (32 each) | format (8: 0 sparse, 1 dense) | index_bits p (8) | dense or sparse part
     dense:   out mask (shape[0]) | in mask (shape[1]) | value stream of the kept_out x kept_in x k^2 block
     sparse:  entries n (32) | [n > 0: Huffman table over 0 .. 2^p - 1 | its payload] | value stream of the n entries
     values:  mode (8: 0 raw, 1 Huffman) | raw: n float32 | Huffman: codebook size k (32) | k float32 | Huffman table
              over the codebook | its payload
     Huffman table: w (8) | one code length per symbol, w bits each (0 = symbol absent) | payload length (32)
+    bias:    present (8: 0 none, 1) | [1: nonzero mask (shape[0]) | float32 of each nonzero bias]
 
 The sparse part is the module docstring's convention of ``accounting``: the tensor flattened row-major, one
 relative index code per stored entry (fillers included), the entry's value at position ``cumsum(code + 1) - 1``. The
@@ -20,8 +22,8 @@ else a canonical Huffman code (RFC 1951 §3.2.2) of indices into a float32 codeb
 their code lengths, so a table stores only those, ``w = bit length of the longest code`` bits each.
 
 Bits on disk = the computed ``sum_l layer_max_storage(l)`` (both Huffman payloads, the codebooks or raw values)
-+ overhead that the computed rate does not count: the file's 111 bits (magic, version, layer count, padding, CRC) and
-per layer at most ``24 + 32 ndim`` (geometry) + ``80 + k w`` (value stream header and table, ``k`` codebook entries)
++ overhead that the computed rate does not count: the file's 111 bits (magic, version, layer count, padding, CRC), the
+biases (per layer 8 bits, and with biases ``shape[0]`` + 32 per nonzero bias) and per layer at most ``24 + 32 ndim`` (geometry) + ``80 + k w`` (value stream header and table, ``k`` codebook entries)
 + for a sparse layer ``72 + 2^p w`` (entry count, index table) or for a dense layer ``out + in`` (the unit masks that
 place the slimmed block back, which the rate counts as architecture, not as storage). Huffman codes of fewer than 2^32
 entries are shorter than 64 bits, so ``w <= 6``. Every zero decodes as +0.0 (a -0.0 that rounding left in the weights
@@ -38,7 +40,7 @@ from . import accounting
 from .accounting import FLOAT_BITS, EncodedLayer
 
 MAGIC = b"BCDC"
-VERSION = 1
+VERSION = 2  # 1: no bias section (still read)
 FORMATS = ("sparse", "dense")  # the names accounting.layer_max_storage returns, coded by position
 RAW, HUFFMAN = 0, 1  # value stream modes
 BYTE_BITS = 8  # small fields: ndim, format, index bits, value mode, code-length width
@@ -301,13 +303,18 @@ def _checked_layer(layer: EncodedLayer, units) -> tuple[np.ndarray, np.ndarray, 
     return values, slim, out_mask, in_mask
 
 
-def encode_layers(layers: Sequence[EncodedLayer], units: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
+def encode_layers(layers: Sequence[EncodedLayer], units: Sequence[tuple[np.ndarray, np.ndarray]],
+                  biases: Sequence[np.ndarray | None] | None = None) -> bytes:
     """The file (module docstring) of these layers, each in the format ``accounting.layer_max_storage`` chooses.
 
     ``units[l] = (out_mask, in_mask)``: boolean, which outputs and inputs of layer ``l`` its slimmed block keeps.
+    ``biases[l]``: layer ``l``'s bias over its ``shape[0]`` outputs, or None (none stored; default for every layer).
     """
     if len(layers) != len(units):
         raise ValueError(f"need one (out_mask, in_mask) pair per layer: got {len(units)} for {len(layers)} layers")
+    biases = [None] * len(layers) if biases is None else list(biases)
+    if len(biases) != len(layers):
+        raise ValueError(f"need one bias (or None) per layer: got {len(biases)} for {len(layers)} layers")
     writer = BitWriter()
     writer.uints(np.frombuffer(MAGIC, dtype=np.uint8), 8)
     writer.uint(VERSION, BYTE_BITS)
@@ -323,12 +330,45 @@ def encode_layers(layers: Sequence[EncodedLayer], units: Sequence[tuple[np.ndarr
             _write_dense(writer, slim, out_mask, in_mask)
         else:
             _write_sparse(writer, values.ravel(), layer.index_bits)
+    for layer, bias in zip(layers, biases):
+        _write_bias(writer, bias, np.shape(layer.values)[0])
     body = writer.getvalue()
     return body + zlib.crc32(body).to_bytes(COUNT_BITS // 8, "big")
 
 
+def _write_bias(writer: BitWriter, bias, n_out: int) -> None:
+    if bias is None:
+        writer.uint(0, BYTE_BITS)
+        return
+    bias = np.asarray(bias, dtype=np.float32).ravel() + np.float32(0)
+    if bias.size != n_out or not np.isfinite(bias).all():
+        raise ValueError(f"a bias must hold {n_out} finite values (one per output), got {bias.size}")
+    writer.uint(1, BYTE_BITS)
+    nonzero = bias != 0
+    writer.uints(nonzero, 1)
+    writer.floats(bias[nonzero])
+
+
+def _read_bias(reader: BitReader, n_out: int, what: str) -> np.ndarray | None:
+    present = reader.uint(BYTE_BITS, f"{what} bias flag")
+    if present not in (0, 1):
+        raise ValueError(f"corrupt file: {what} has bias flag {present}, expected 0 or 1")
+    if not present:
+        return None
+    nonzero = reader.uints(n_out, 1, f"{what} bias mask").astype(bool)
+    bias = np.zeros(n_out, np.float32)
+    bias[nonzero] = reader.floats(int(nonzero.sum()), f"{what} biases")
+    return bias
+
+
 def decode_layers(data: bytes) -> list[np.ndarray]:
     """The float32 weight tensors, in their original shapes, of a file written by ``encode_layers``."""
+    return [weight for weight, _ in decode(data)]
+
+
+def decode(data: bytes) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(weight, bias) per layer of a file written by ``encode_layers``: float32, in their original shapes; the bias
+    is None where none was stored (and in version-1 files, which have no biases)."""
     data = bytes(data)
     if data[:len(MAGIC)] != MAGIC:
         raise ValueError(f"not a bcrepro compressed file: expected magic {MAGIC!r}, found {data[:len(MAGIC)]!r}")
@@ -339,8 +379,8 @@ def decode_layers(data: bytes) -> list[np.ndarray]:
     reader = BitReader(body)
     reader.take(8 * len(MAGIC), "magic")
     version = reader.uint(BYTE_BITS, "version")
-    if version != VERSION:
-        raise ValueError(f"file format version {version}, this bcrepro reads version {VERSION}")
+    if version not in (1, VERSION):
+        raise ValueError(f"file format version {version}, this bcrepro reads versions 1 to {VERSION}")
     tensors = []
     for l in range(reader.uint(COUNT_BITS, "layer count")):
         what = f"layer {l}"
@@ -357,7 +397,9 @@ def decode_layers(data: bytes) -> list[np.ndarray]:
             tensors.append(_read_dense(reader, shape, what))
         else:
             tensors.append(_read_sparse(reader, shape, index_bits, what))
+    biases = [None if version == 1 else _read_bias(reader, tensor.shape[0], f"layer {l}")
+              for l, tensor in enumerate(tensors)]
     left = reader.remaining
     if left >= 8 or reader.take(left, "padding").any():
         raise ValueError(f"corrupt file: {left} bits left after the last layer, expected at most 7 zero bits")
-    return tensors
+    return list(zip(tensors, biases))

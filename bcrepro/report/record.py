@@ -1,0 +1,61 @@
+"""The reproduction record: the small files of every cell of a workflow's runs, copied into a folder that can be
+committed, and its table and figures regenerated from those files alone (no training, no model files).
+
+    python -m bcrepro record --runs results/runs --out results/mnist   # copy the cells, then write table and figures
+    python -m bcrepro record --out results/mnist                       # regenerate them from the copied cells
+
+Per cell ``{out}/runs/{arch}/{method}/seed{n}/`` keeps ``RECORD_FILES``: the settings, training curves, metrics and
+speed-ups, and ``compressed.bin``, from which ``bcrepro.deploy.artefact.load_network`` rebuilds the network; seed 0
+also keeps ``posterior.npz`` for the per-run figures (about 1 MB for a LeNet-300-100, so the record stays a few MB).
+``{out}`` gets the tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them
+from the same runs. Model files never enter the record.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE,
+                    UsageError)
+from . import figures, table
+
+RECORD_FILES = (RUN_FILE, HISTORY_FILE, METRICS_FILE, SPEED_FILE, ARTEFACT_FILE)
+FIRST_SEED_FILES = (POSTERIOR_FILE,)
+RUNS_DIR = "runs"
+FIGURES_DIR = "figures"
+
+
+def cell_folders(runs: Path) -> list[Path]:
+    """Every ``{arch}/{method}/seed{n}`` folder under ``runs`` that holds a compressed cell (its metrics.json)."""
+    return sorted(path.parent for path in Path(runs).glob(f"*/*/seed*/{METRICS_FILE}"))
+
+
+def copy_cells(runs: Path, out: Path) -> list[Path]:
+    """Copy ``RECORD_FILES`` of every compressed cell under ``runs`` into ``out/runs/`` (a cell's older copies are
+    replaced); return the files written."""
+    runs, written = Path(runs), []
+    cells = cell_folders(runs)
+    if not cells:
+        raise UsageError(f"no {METRICS_FILE} found under {runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
+    for cell in cells:
+        target = Path(out) / RUNS_DIR / cell.relative_to(runs)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        names = RECORD_FILES + (FIRST_SEED_FILES if cell.name == "seed0" else ())
+        for name in names:
+            if (cell / name).exists():
+                shutil.copy2(cell / name, target / name)
+                written.append(target / name)
+    return written
+
+
+def regenerate(out: Path) -> list[Path]:
+    """The tables in ``out`` and the figures in ``out/figures`` from the cells in ``out/runs``."""
+    out = Path(out)
+    runs = table.load_runs(out / RUNS_DIR)
+    if runs.empty:
+        raise UsageError(f"no {METRICS_FILE} found under {out / RUNS_DIR}: copy cells first with --runs")
+    written = table.write_tables(runs, out)
+    written += figures.all_figures(runs, out / RUNS_DIR, out / FIGURES_DIR)
+    return written
