@@ -98,7 +98,9 @@ def test_two_seeds_give_mean_and_sample_std(runs_dir):
     assert row["bits"] == "8-9-14"
     # paper Table 1: 1.8 % error, 9(36), 58
     assert row["paper_error_pct"] == 1.8 and row["paper_compression_pruning"] == 9
-    assert row["diff_error_pct"] == pytest.approx(0.2)
+    # the paper's error is the compressed network's: ours after rounding (1.2 in both seeds), not the posterior mean's
+    assert row["error_final_pct_mean"] == pytest.approx(1.2) and row["error_final_pct_std"] == pytest.approx(0.0)
+    assert row["diff_error_pct"] == pytest.approx(1.2 - 1.8)
     assert row["diff_compression_pruning"] == pytest.approx(1.0)
     assert row["diff_compression_precision"] == pytest.approx(-1.0)
 
@@ -109,6 +111,7 @@ def test_dense_row_holds_the_original_error_and_nan_std(runs_dir):
     assert row["paper_error_pct"] == paper.ORIGINAL_ERROR_PCT["lenet300"] == 1.6
     assert row["paper_compression_pruning"] == 1.0
     assert math.isnan(row["compression_precision_mean"]) and math.isnan(row["diff_compression_precision"])
+    assert row["error_final_pct_mean"] == pytest.approx(1.7)  # no rounding: the pruned error
     assert row["diff_error_pct"] == pytest.approx(0.1)
     assert row["nonzero_pct_mean"] == pytest.approx(100.0)
 
@@ -188,9 +191,9 @@ def test_write_tables_writes_csv_md_and_tex_with_every_row(runs_dir, tmp_path):
     assert len(md_rows) == 4
     ghs = next(line for line in md_rows if "bc-ghs" in line)
     assert "| 156 |" in ghs and "| 419 |" in ghs and "| 771 |" in ghs and "10-10-14-13" in ghs
-    assert "1.25 ± –" in ghs  # one seed: no std
+    assert "1.20 ± –" in ghs and "1.25" not in ghs  # the rounded network's error, one seed: no std
     gnj = next(line for line in md_rows if "bc-gnj" in line)
-    assert "2.00 ± 0.28" in gnj
+    assert "1.20 ± 0.00" in gnj and "2.00" not in gnj  # not the posterior mean's 1.8 and 2.2
     assert "best-case guess" in md and "MNIST" in md
 
     tex = (out / "table.tex").read_text()

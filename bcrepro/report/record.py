@@ -5,7 +5,8 @@ committed, and its table and figures regenerated from those files alone (no trai
     python -m bcrepro record --out results/mnist                       # regenerate them from the copied cells
 
 Per cell ``{out}/runs/{arch}/{method}/seed{n}/`` keeps ``RECORD_FILES``: the settings, training curves, metrics and
-speed-ups, and ``compressed.bin``, from which ``bcrepro.deploy.artefact.load_network`` rebuilds the network; seed 0
+speed-ups, and ``compressed.bin``, from which ``bcrepro.deploy.artefact.load_network`` rebuilds the network (not for
+the dense references, whose file is their 32-bit weights: 1-2 MB that say nothing a reader needs); seed 0
 also keeps ``posterior.npz`` for the per-run figures (about 1 MB for a LeNet-300-100, so the record stays a few MB).
 ``{out}`` gets the tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them
 from the same runs. Model files never enter the record.
@@ -43,6 +44,8 @@ def copy_cells(runs: Path, out: Path) -> list[Path]:
             shutil.rmtree(target)
         target.mkdir(parents=True)
         names = RECORD_FILES + (FIRST_SEED_FILES if cell.name == "seed0" else ())
+        if cell.parent.name == "dense":
+            names = tuple(name for name in names if name != ARTEFACT_FILE)
         for name in names:
             if (cell / name).exists():
                 shutil.copy2(cell / name, target / name)

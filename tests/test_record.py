@@ -1,0 +1,52 @@
+"""The committed reproduction record (results/mnist/): its tables regenerate byte for byte from its per-cell files,
+and every cell's compressed.bin rebuilds a network with the test error its metrics.json states."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bcrepro import data
+from bcrepro.deploy.artefact import load_network
+from bcrepro.report import record, table
+from bcrepro.train import error_rate
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD = REPO / "results" / "mnist"
+TABLES = ("table.csv", "table.md", "table.tex", "architectures.csv", "architectures.md")
+
+
+def test_the_record_is_committed_with_its_tables_and_readme():
+    assert record.cell_folders(RECORD / record.RUNS_DIR), "results/mnist/runs holds no cell"
+    for name in TABLES + ("README.md",):
+        assert (RECORD / name).is_file(), f"results/mnist/{name} is missing"
+    total = sum(path.stat().st_size for path in RECORD.rglob("*") if path.is_file())
+    assert total < 6 * 2**20, f"the record is {total / 2**20:.1f} MB; keep it a few MB (no model files)"
+    assert not list(RECORD.rglob("*.pt")), "model files do not belong in the record"
+    for cell in record.cell_folders(RECORD / record.RUNS_DIR):  # every compressed cell can be rebuilt from its file
+        assert (cell / "compressed.bin").exists() or cell.parent.name == "dense", f"{cell} has no compressed.bin"
+
+
+def test_copying_the_cells_and_regenerating_gives_the_committed_tables_byte_for_byte(tmp_path):
+    record.copy_cells(RECORD / record.RUNS_DIR, tmp_path)
+    runs = table.load_runs(tmp_path / record.RUNS_DIR)
+    table.write_tables(runs, tmp_path)
+    for name in TABLES:
+        assert (tmp_path / name).read_bytes() == (RECORD / name).read_bytes(), f"{name} differs when regenerated"
+
+
+def mnist_test_split():
+    try:
+        return data.load_dataset("mnist", data_root=REPO / "data", download=False)
+    except data.DataNotFoundError as err:
+        pytest.skip(f"MNIST is not staged in data/MNIST/raw (README 'Data'; .ci/run stages it from npm): {err}")
+
+
+@pytest.mark.parametrize("cell", [cell for cell in record.cell_folders(RECORD / record.RUNS_DIR)
+                                  if (cell / "compressed.bin").exists()], ids=lambda path: "/".join(path.parts[-3:]))
+def test_each_compressed_file_rebuilds_the_network_with_the_stated_test_error(cell):
+    metrics = json.loads((cell / "metrics.json").read_text())
+    stated = metrics["error_quantized_pct"] if metrics["error_quantized_pct"] is not None else \
+        metrics["error_pruned_pct"]
+    splits = mnist_test_split()
+    net = load_network(cell / "compressed.bin", metrics["arch"])
+    assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(stated, abs=1e-9)
