@@ -36,7 +36,7 @@ from .deploy import cpu_memory, slim, speed
 from .methods import METHODS, get_method
 from .report import tracking
 from .runs import (ARTEFACT_FILE, CHECKPOINT, COMPRESSED_FILE, HISTORY_FILE, METRICS_FILE, MLFLOW_MODEL_DIR, MODEL_FILE,
-                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, UsageError, build_net, init_from_dense,
+                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, UsageError, build_net, compressed_cells, init_from_dense,
                    load_dataset_for_run, load_trained)
 from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
@@ -405,7 +405,7 @@ def cmd_figures(args) -> None:
         raise UsageError(f"no {METRICS_FILE} found under {args.runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
     written = figures.all_figures(runs, runs_dir, figures_dir)
     log.info("wrote %d figures under %s", len(written), figures_dir)
-    for run_dir in sorted(p.parent for p in runs_dir.glob(f"*/*/seed*/{METRICS_FILE}")):
+    for run_dir in compressed_cells(runs_dir):
         arch, method, seed = run_dir.relative_to(runs_dir).parts
         run_figures = figures_dir / "runs" / arch / method / seed
         if not (run_dir / RUN_FILE).exists() or not run_figures.is_dir():
@@ -419,7 +419,7 @@ def cmd_record(args) -> None:
     out = Path(args.out)
     if args.runs is not None:
         copied = record.copy_cells(Path(args.runs), out)
-        log.info("copied %d files of %d cells into %s", len(copied), len(record.cell_folders(Path(args.runs))),
+        log.info("copied %d files of %d cells into %s", len(copied), len({path.parent for path in copied}),
                  out / record.RUNS_DIR)
     written = record.regenerate(out)
     log.info("wrote %d tables and figures under %s", len(written), out)

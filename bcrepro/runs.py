@@ -35,6 +35,12 @@ SPEED_FILE = "speed.json"
 DATA_SEED = 0
 
 
+def compressed_cells(runs_dir) -> list[Path]:
+    """Every ``{arch}/{method}/seed{n}`` folder under ``runs_dir`` that holds a compressed cell (its metrics.json),
+    sorted; the table, the figures and the record all read the runs in this order."""
+    return sorted(path.parent for path in Path(runs_dir).glob(f"*/*/seed*/{METRICS_FILE}"))
+
+
 class UsageError(ValueError):
     """A problem with what the user asked for (names, files, parameters)."""
 

@@ -1,7 +1,8 @@
 """Copy what a reader needs of a ``bc_ablation.py`` output folder into a small record that can be committed, and draw
 its figures: per trained net ``run.json``, ``history.json`` and ``training.png``; per rule ``metrics.json`` and
-``compressed.bin``; ``frontier.png`` where a rule computed the frontier; the table ``ablation.md`` and the rows
-``ablation.jsonl``. No model files (the record stays a few hundred KB).
+``compressed.bin``; ``frontier.png`` where a rule computed the frontier; the rows ``ablation.jsonl`` and, from all of
+them, the table ``ablation.md`` (``bc_ablation.py`` writes its own ``ablation.md`` with the rows of its last
+invocation only). No model files.
 
     python scripts/export_ablation_record.py --ablation runs/ablation --out results/ablation
 """
@@ -17,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bcrepro.report import figures  # noqa: E402
+
+sys.path.insert(0, str(REPO / "scripts"))
+from bc_ablation import table  # noqa: E402
 
 RUN_FILES = ("run.json", "history.json")
 RULE_FILES = ("metrics.json", "compressed.bin")
@@ -46,10 +50,12 @@ def export(ablation: Path, out: Path) -> list[Path]:
                     shutil.copy2(rule / name, rule_target / name)
                     written.append(rule_target / name)
             written += figures.frontier(rule_target, rule_target / "frontier.png")
-    for name in ("ablation.md", "ablation.jsonl"):
-        if (ablation / name).exists():
-            shutil.copy2(ablation / name, out / name)
-            written.append(out / name)
+    if (ablation / "ablation.jsonl").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ablation / "ablation.jsonl", out / "ablation.jsonl")
+        rows = [json.loads(line) for line in (ablation / "ablation.jsonl").read_text().splitlines() if line.strip()]
+        (out / "ablation.md").write_text(table(rows))
+        written += [out / "ablation.jsonl", out / "ablation.md"]
     return written
 
 

@@ -8,6 +8,7 @@ import pytest
 from bcrepro import data
 from bcrepro.deploy.artefact import load_network
 from bcrepro.report import record, table
+from bcrepro.runs import compressed_cells
 from bcrepro.train import error_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,13 +17,13 @@ TABLES = ("table.csv", "table.md", "table.tex", "architectures.csv", "architectu
 
 
 def test_the_record_is_committed_with_its_tables_and_readme():
-    assert record.cell_folders(RECORD / record.RUNS_DIR), "results/mnist/runs holds no cell"
+    assert compressed_cells(RECORD / record.RUNS_DIR), "results/mnist/runs holds no cell"
     for name in TABLES + ("README.md",):
         assert (RECORD / name).is_file(), f"results/mnist/{name} is missing"
     total = sum(path.stat().st_size for path in RECORD.rglob("*") if path.is_file())
     assert total < 6 * 2**20, f"the record is {total / 2**20:.1f} MB; keep it a few MB (no model files)"
     assert not list(RECORD.rglob("*.pt")), "model files do not belong in the record"
-    for cell in record.cell_folders(RECORD / record.RUNS_DIR):  # every compressed cell can be rebuilt from its file
+    for cell in compressed_cells(RECORD / record.RUNS_DIR):  # every compressed cell can be rebuilt from its file
         assert (cell / "compressed.bin").exists() or cell.parent.name == "dense", f"{cell} has no compressed.bin"
 
 
@@ -41,7 +42,7 @@ def mnist_test_split():
         pytest.skip(f"MNIST is not staged in data/MNIST/raw (README 'Data'; .ci/run stages it from npm): {err}")
 
 
-@pytest.mark.parametrize("cell", [cell for cell in record.cell_folders(RECORD / record.RUNS_DIR)
+@pytest.mark.parametrize("cell", [cell for cell in compressed_cells(RECORD / record.RUNS_DIR)
                                   if (cell / "compressed.bin").exists()], ids=lambda path: "/".join(path.parts[-3:]))
 def test_each_compressed_file_rebuilds_the_network_with_the_stated_test_error(cell):
     metrics = json.loads((cell / "metrics.json").read_text())

@@ -355,7 +355,7 @@ def _read_bias(reader: BitReader, n_out: int, what: str) -> np.ndarray | None:
         raise ValueError(f"corrupt file: {what} has bias flag {present}, expected 0 or 1")
     if not present:
         return None
-    nonzero = reader.uints(n_out, 1, f"{what} bias mask").astype(bool)
+    nonzero = reader.take(n_out, f"{what} bias mask").astype(bool)
     bias = np.zeros(n_out, np.float32)
     bias[nonzero] = reader.floats(int(nonzero.sum()), f"{what} biases")
     return bias

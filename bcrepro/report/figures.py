@@ -44,7 +44,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from ..atomic import write_atomically  # noqa: E402
-from ..runs import HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, SPEED_FILE  # noqa: E402
+from ..runs import HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, SPEED_FILE, compressed_cells  # noqa: E402
 
 DPI = 120
 
@@ -697,7 +697,6 @@ def all_figures(runs: pd.DataFrame, runs_dir: str | os.PathLike, figures_dir: st
         if "architecture" in runs.columns:
             written += learned_architecture(runs, figures_dir, paper_architectures, original)
     written += speedup_vs_batch(runs_dir, figures_dir)
-    for metrics_path in sorted(runs_dir.glob(f"*/*/seed*/{METRICS_FILE}")):
-        run_dir = metrics_path.parent
+    for run_dir in compressed_cells(runs_dir):
         written += run_figures(run_dir, figures_dir / "runs" / run_dir.relative_to(runs_dir))
     return written

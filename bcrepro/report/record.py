@@ -16,8 +16,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE,
-                    UsageError)
+from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE, UsageError,
+                    compressed_cells)
 from . import figures, table
 
 RECORD_FILES = (RUN_FILE, HISTORY_FILE, METRICS_FILE, SPEED_FILE, ARTEFACT_FILE)
@@ -26,16 +26,11 @@ RUNS_DIR = "runs"
 FIGURES_DIR = "figures"
 
 
-def cell_folders(runs: Path) -> list[Path]:
-    """Every ``{arch}/{method}/seed{n}`` folder under ``runs`` that holds a compressed cell (its metrics.json)."""
-    return sorted(path.parent for path in Path(runs).glob(f"*/*/seed*/{METRICS_FILE}"))
-
-
 def copy_cells(runs: Path, out: Path) -> list[Path]:
     """Copy ``RECORD_FILES`` of every compressed cell under ``runs`` into ``out/runs/`` (a cell's older copies are
     replaced); return the files written."""
     runs, written = Path(runs), []
-    cells = cell_folders(runs)
+    cells = compressed_cells(runs)
     if not cells:
         raise UsageError(f"no {METRICS_FILE} found under {runs} (expected {{arch}}/{{method}}/seed{{n}}/)")
     for cell in cells:

@@ -31,7 +31,7 @@ import pandas as pd
 from bcrepro.atomic import write_text
 from bcrepro.compress.thresholds import compression_at_error
 from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
-from bcrepro.runs import METRICS_FILE, SPEED_FILE
+from bcrepro.runs import METRICS_FILE, SPEED_FILE, compressed_cells
 
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
 METHOD_ORDER = ["dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs"]
@@ -147,8 +147,7 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     run's ``speed.json`` (NaN without one). A metrics.json that is not valid JSON or lacks a key of ``REQUIRED_KEYS``
     raises ``ValueError`` naming the file.
     """
-    paths = sorted(Path(runs_dir).glob(f"*/*/seed*/{METRICS_FILE}"))
-    rows = [_read_run(path) for path in paths]
+    rows = [_read_run(cell / METRICS_FILE) for cell in compressed_cells(runs_dir)]
     if not rows:
         return _typed(pd.DataFrame({column: pd.Series(dtype=object) for column in RUN_COLUMNS}))
     frame = _typed(pd.DataFrame(rows, columns=RUN_COLUMNS))
