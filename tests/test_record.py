@@ -51,3 +51,25 @@ def test_each_compressed_file_rebuilds_the_network_with_the_stated_test_error(ce
     splits = mnist_test_split()
     net = load_network(cell / "compressed.bin", metrics["arch"])
     assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(stated, abs=1e-9)
+
+
+def test_the_record_keeps_the_kept_weights_of_a_posterior_and_zeroes_the_rest(tmp_path):
+    import numpy as np
+
+    from bcrepro.report.figures import masked_weight_map
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 6)).astype(np.float32)  # [out, in]
+    in_mask, out_mask = np.array([1, 0, 1, 1, 0, 1], bool), np.array([0, 1, 1, 0], bool)
+    np.savez_compressed(tmp_path / "posterior.npz", weight_0=weight, in_mask_0=in_mask, out_mask_0=out_mask,
+                        statistic_0=rng.normal(size=6), threshold_0=np.array(0.5), statistic_label=np.array("x"))
+    record.copy_posterior(tmp_path / "posterior.npz", tmp_path / "copy.npz")
+    copied = np.load(tmp_path / "copy.npz")
+    for i in range(4):
+        for j in range(6):
+            expected = weight[i, j] if out_mask[i] and in_mask[j] else 0.0
+            assert copied["weight_0"][i, j] == expected
+    assert np.array_equal(masked_weight_map(copied["weight_0"], in_mask, out_mask),
+                          masked_weight_map(weight, in_mask, out_mask))
+    assert np.array_equal(copied["statistic_0"], np.load(tmp_path / "posterior.npz")["statistic_0"])
+    assert str(copied["statistic_label"]) == "x"
