@@ -111,14 +111,15 @@ def row(method: str, variant: str, rule: str, run: Path, metrics: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| method | variant | rule | epochs | error % (unpruned) | error % (pruned, rounded) | architecture | "
-            "CR pruning | CR with bits |\n|---|---|---|---|---|---|---|---|---|\n")
+    """The markdown table of ``rows``, one per (net, rule); ``arch`` is "–" where a row does not name it."""
+    head = ("| arch | method | variant | rule | epochs | error % (unpruned) | error % (pruned, rounded) | architecture | "
+            "CR pruning | CR with bits |\n|---|---|---|---|---|---|---|---|---|---|\n")
 
     def rate(value):
         return "–" if value is None else f"{value:.1f}x"
 
     return head + "".join(
-        f"| {r['method']} | {r['variant']} | {r['rule']} | {r['epochs']} | {r['error_unpruned_pct']:.2f} | "
+        f"| {r.get('arch', '–')} | {r['method']} | {r['variant']} | {r['rule']} | {r['epochs']} | {r['error_unpruned_pct']:.2f} | "
         f"{r['error_rounded_pct']:.2f} | {r['architecture']} | {rate(r['compression_pruning'])} | "
         f"{rate(r['compression_precision'])} |\n" for r in rows)
 
@@ -181,10 +182,10 @@ def main(argv=None) -> int:
             if metrics is None:
                 print(f"{method}/{variant}: compress with {rule} failed (see its compress.log)")
                 continue
-            rows.append(row(method, variant, rule, run, metrics))
+            rows.append({"arch": args.arch, **row(method, variant, rule, run, metrics)})
     with (Path(args.out) / "ablation.jsonl").open("a") as handle:
         for r in rows:
-            handle.write(json.dumps({"arch": args.arch, **r}) + "\n")
+            handle.write(json.dumps(r) + "\n")
     text = table(rows)
     (Path(args.out) / "ablation.md").write_text(text)
     print(text)

@@ -31,7 +31,7 @@ def test_ablation_trains_each_variant_and_compresses_it_under_each_rule(tmp_path
                            "metrics.json").read_text())["thresholds"]
     assert sparsest["rule"] == "sparsest" and sparsest["max_error_increase"] == 0.5
     assert sparsest["reference_error_pct"] is not None  # the dense reference gave the budget
-    assert "| bc-gnj | constant-from-dense | sparsest@0.5 | 2 |" in done.stdout
+    assert "| lenet300 | bc-gnj | constant-from-dense | sparsest@0.5 | 2 |" in done.stdout
     # a second call retrains nothing and compresses nothing again
     outputs = sorted(out.rglob("model.pt")) + sorted(out.rglob("metrics.json"))
     stamps = [path.stat().st_mtime_ns for path in outputs]

@@ -30,7 +30,7 @@ def test_the_table_is_rebuilt_from_every_row_of_every_invocation(tmp_path):
     script = load_script()
     written = script.export(ablation, out)
     table = (out / "ablation.md").read_text()
-    assert "| constant | sparsest | 100 |" in table and "| 34.1x | 136.4x |" in table
+    assert "| lenet5 | bc-ghs | constant | sparsest | 100 |" in table and "| 34.1x | 136.4x |" in table
     assert "| constant-clip-forward | sparsest |" in table and "| 15.5x | 62.0x |" in table
     assert "only the last invocation" not in table
     assert (out / "ablation.jsonl").read_text() == (ablation / "ablation.jsonl").read_text()
