@@ -36,8 +36,8 @@ from .deploy import cpu_memory, slim, speed
 from .methods import METHODS, get_method
 from .report import tracking
 from .runs import (ARTEFACT_FILE, CHECKPOINT, COMPRESSED_FILE, HISTORY_FILE, METRICS_FILE, MLFLOW_MODEL_DIR, MODEL_FILE,
-                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, UsageError, build_net, compressed_cells, init_from_dense,
-                   load_dataset_for_run, load_trained)
+                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, UsageError, build_net, compressed_cells,
+                   init_from_dense, load_dataset_for_run, load_trained)
 from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
 log = logging.getLogger("bcrepro")

@@ -41,6 +41,13 @@ def compressed_cells(runs_dir) -> list[Path]:
     return sorted(path.parent for path in Path(runs_dir).glob(f"*/*/seed*/{METRICS_FILE}"))
 
 
+def final_error_pct(metrics: dict) -> float | None:
+    """The test error after the method's last step, from a metrics.json: rounded where the method reduces precision
+    (``error_quantized_pct``), else pruned (``error_pruned_pct``). The paper reports this one."""
+    quantized = metrics["error_quantized_pct"]
+    return quantized if quantized is not None else metrics["error_pruned_pct"]
+
+
 class UsageError(ValueError):
     """A problem with what the user asked for (names, files, parameters)."""
 

@@ -23,6 +23,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bcrepro.runs import final_error_pct  # noqa: E402
+
 # The variants: why BC LeNet-5 compresses less than the paper's (training schedule, start, variance clipping), as
 # hyper-parameters over the method's defaults.
 VARIANTS = {
@@ -100,11 +103,10 @@ def compress(run: Path, rule: str, config: dict, reference: Path | None) -> dict
 
 def row(method: str, variant: str, rule: str, run: Path, metrics: dict) -> dict:
     history = json.loads((run / "history.json").read_text())
-    final = metrics["error_quantized_pct"] if metrics["error_quantized_pct"] is not None else metrics[
-        "error_pruned_pct"]
     return {"method": method, "variant": variant, "rule": rule, "epochs": len(history),
             "error_unpruned_pct": metrics["error_pct"], "error_pruned_pct": metrics["error_pruned_pct"],
-            "error_rounded_pct": final, "architecture": "-".join(map(str, metrics["architecture"])),
+            "error_rounded_pct": final_error_pct(metrics),
+            "architecture": "-".join(map(str, metrics["architecture"])),
             "kept_weights": metrics["kept_weights"], "compression_pruning": metrics["compression_pruning"],
             "compression_precision": metrics["compression_precision"],
             "validation_error_pct": metrics["thresholds"].get("validation_error")}
@@ -112,14 +114,15 @@ def row(method: str, variant: str, rule: str, run: Path, metrics: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     """The markdown table of ``rows``, one per (net, rule); ``arch`` is "–" where a row does not name it."""
-    head = ("| arch | method | variant | rule | epochs | error % (unpruned) | error % (pruned, rounded) | architecture | "
-            "CR pruning | CR with bits |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| arch | method | variant | rule | epochs | error % (unpruned) | error % (pruned, rounded) | "
+            "architecture | CR pruning | CR with bits |\n|---|---|---|---|---|---|---|---|---|---|\n")
 
     def rate(value):
         return "–" if value is None else f"{value:.1f}x"
 
     return head + "".join(
-        f"| {r.get('arch', '–')} | {r['method']} | {r['variant']} | {r['rule']} | {r['epochs']} | {r['error_unpruned_pct']:.2f} | "
+        f"| {r.get('arch', '–')} | {r['method']} | {r['variant']} | {r['rule']} | {r['epochs']} | "
+        f"{r['error_unpruned_pct']:.2f} | "
         f"{r['error_rounded_pct']:.2f} | {r['architecture']} | {rate(r['compression_pruning'])} | "
         f"{rate(r['compression_precision'])} |\n" for r in rows)
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from bcrepro import data, models  # noqa: E402
 from bcrepro.methods import METHODS, get_method  # noqa: E402
+from bcrepro.runs import final_error_pct  # noqa: E402
 
 ARCHS = ("lenet300", "lenet5", "vgg16")
 CHANCE_ERROR_PCT = 90.0  # ten classes
@@ -191,8 +192,7 @@ def run_dir_checks(run: Path, arch: str, method: str, device: str) -> list[str]:
         value = metrics.get(key)
         if value is not None and not value < CHANCE_ERROR_PCT - 10:
             problems.append(f"{key} {value:.1f} % is not below chance")
-    final = metrics["error_quantized_pct"] if metrics["error_quantized_pct"] is not None else metrics[
-        "error_pruned_pct"]
+    final = final_error_pct(metrics)
     if (run / "slim.pt").exists() and final is not None:
         record = json.loads((run / "run.json").read_text())
         splits = data.load_dataset(record["dataset"], data_root=record["data_root"], download=False,

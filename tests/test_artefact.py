@@ -9,6 +9,7 @@ from bcrepro import cli
 from bcrepro.compress import bitstream
 from bcrepro.data import load_dataset
 from bcrepro.deploy.artefact import load_network
+from bcrepro.runs import final_error_pct
 from bcrepro.train import error_rate
 
 QUICK = {"validation_size": 300, "kl_warmup_epochs": 1, "lr": 0.01}
@@ -26,9 +27,7 @@ def test_the_file_rebuilds_the_network_compress_evaluated(tmp_path, arch, method
 
     net = load_network(run / "compressed.bin", arch)
     splits = load_dataset("synthetic", validation_size=300)
-    expected = metrics["error_quantized_pct"] if metrics["error_quantized_pct"] is not None else \
-        metrics["error_pruned_pct"]
-    assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(expected)
+    assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(final_error_pct(metrics))
     weights = [layer.weight for layer in net.prunable_layers()]
     assert sum(int((w != 0).sum()) for w in weights) <= metrics["nonzero_weights"]
     biases = [layer.bias for layer in net.prunable_layers()]

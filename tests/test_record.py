@@ -8,7 +8,7 @@ import pytest
 from bcrepro import data
 from bcrepro.deploy.artefact import load_network
 from bcrepro.report import record, table
-from bcrepro.runs import compressed_cells
+from bcrepro.runs import compressed_cells, final_error_pct
 from bcrepro.train import error_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +46,7 @@ def mnist_test_split():
                                   if (cell / "compressed.bin").exists()], ids=lambda path: "/".join(path.parts[-3:]))
 def test_each_compressed_file_rebuilds_the_network_with_the_stated_test_error(cell):
     metrics = json.loads((cell / "metrics.json").read_text())
-    stated = metrics["error_quantized_pct"] if metrics["error_quantized_pct"] is not None else \
-        metrics["error_pruned_pct"]
+    stated = final_error_pct(metrics)
     splits = mnist_test_split()
     net = load_network(cell / "compressed.bin", metrics["arch"])
     assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(stated, abs=1e-9)
@@ -73,3 +72,8 @@ def test_the_record_keeps_the_kept_weights_of_a_posterior_and_zeroes_the_rest(tm
                           masked_weight_map(weight, in_mask, out_mask))
     assert np.array_equal(copied["statistic_0"], np.load(tmp_path / "posterior.npz")["statistic_0"])
     assert str(copied["statistic_label"]) == "x"
+
+
+def test_the_final_error_is_the_rounded_one_where_the_method_rounds_else_the_pruned_one():
+    assert final_error_pct({"error_pct": 0.7, "error_pruned_pct": 0.9, "error_quantized_pct": 1.1}) == 1.1
+    assert final_error_pct({"error_pct": 0.7, "error_pruned_pct": 0.9, "error_quantized_pct": None}) == 0.9

@@ -57,12 +57,10 @@ def copy_posterior(source: Path, target: Path) -> None:
     figures draw of it, and all that a compressed file needs to hold of the pruned weights."""
     with np.load(source) as posterior:
         arrays = {key: posterior[key] for key in posterior.files}
-    for key in [key for key in arrays if key.startswith("weight_")]:
-        i = key.removeprefix("weight_")
-        weight, kept_in, kept_out = arrays[key], arrays.get(f"in_mask_{i}"), arrays.get(f"out_mask_{i}")
-        if weight.ndim == 2 and kept_in is not None and kept_out is not None and \
-                weight.shape == (kept_out.size, kept_in.size):
-            arrays[key] = weight * np.outer(kept_out.reshape(-1), kept_in.reshape(-1)).astype(weight.dtype)
+    for key in [key for key in arrays if key.startswith("weight_") and arrays[key].ndim == 2]:  # linear layers
+        i, weight = key.removeprefix("weight_"), arrays[key]
+        picture = figures.masked_weight_map(weight, arrays[f"in_mask_{i}"], arrays[f"out_mask_{i}"])  # [in, out]
+        arrays[key] = picture.T.astype(weight.dtype)  # weight * 0 or 1: exact in the weight's own precision
     np.savez_compressed(target, **arrays)
 
 
