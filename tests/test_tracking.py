@@ -275,6 +275,37 @@ def test_eight_concurrent_direct_jobs_all_finish_with_full_histories(store, expe
             range(50))
 
 
+def log_one_dataset(uri, experiment, run_dir, seed, barrier):
+    """One job of the dataset race, in its own process: every job opens its run, then all log the same data set."""
+    cell = {**CELL, "seed": seed}
+    with CellRun(run_dir, uri=uri, experiment=experiment, mode="direct", rule="train", cell=cell) as run:
+        barrier.wait()
+        run.log_dataset("mnist", "0123456789abcdef", "/data")
+
+
+def test_eight_jobs_logging_one_data_set_at_once_all_link_it(store, experiment, tmp_path):
+    uri, _ = store
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.report.tracking"])
+    barrier = context.Barrier(8, timeout=120)
+    jobs = [context.Process(target=log_one_dataset, args=(uri, experiment, tmp_path / f"seed{seed}", seed, barrier))
+            for seed in range(8)]
+    for job in jobs:
+        job.start()
+    try:
+        for job in jobs:
+            job.join(timeout=180)
+    finally:
+        for job in jobs:
+            if job.is_alive():
+                job.kill()
+    assert [job.exitcode for job in jobs] == [0] * 8
+    client = client_for(uri)
+    for run_id in find_runs(uri, experiment).run_id:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("mnist", "0123456789abcdef")]
+
+
 def test_direct_job_refuses_a_store_that_was_not_initialised(tmp_path):
     db = tmp_path / "results" / "mlflow.db"
     with pytest.raises(FileNotFoundError, match="init_store"):
@@ -343,3 +374,19 @@ def test_a_run_shows_its_data_set_and_a_loadable_pytorch_model(store, experiment
     loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/slim_model")
     x = torch.randn(5, 4)
     torch.testing.assert_close(loaded(x), module(x))
+
+
+def test_a_data_set_write_that_fails_for_another_reason_is_not_retried():
+    from mlflow.exceptions import MlflowException
+
+    class RefusingClient:
+        calls = 0
+
+        def log_inputs(self, run_id, datasets):
+            RefusingClient.calls += 1
+            raise MlflowException("Run 'abc' not found")
+
+    writer = tracking._MlflowWriter(RefusingClient(), "abc")
+    with pytest.raises(MlflowException, match="not found"):
+        writer.log_dataset("mnist", "0123456789abcdef", "/data", "training")
+    assert RefusingClient.calls == 1

@@ -56,6 +56,7 @@ PARAM_VALUE_MAX = 6000
 TAG_VALUE_MAX = 8000
 PARAMS_TAGS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
+DATASET_ATTEMPTS = 3  # a data set logged by jobs that start together: see _MlflowWriter.log_dataset
 
 
 # ---------------------------------------------------------------------------------------------------- store, URIs
@@ -308,9 +309,21 @@ class _MlflowWriter:
         """One data set the run used, as an MLflow dataset input (the UI's Datasets column)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
+        from mlflow.exceptions import MlflowException
+
         dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        # The store looks the data set up, then inserts it when missing: jobs that start together all miss it, and
+        # all but the first insert fail the store's uniqueness rule. The failed write is rolled back, and a second
+        # try finds the data set the winner stored and only links it to this run.
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as error:
+                if attempt + 1 == DATASET_ATTEMPTS or not _already_stored(error):
+                    raise
+                log.debug("data set %s was stored by another job at the same time; linking it", name)
 
     def log_artifact(self, path: Path, artifact_path: str | None) -> None:
         if path.is_dir():
@@ -318,6 +331,12 @@ class _MlflowWriter:
             self.client.log_artifacts(self.run_id, str(path), under)
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def _already_stored(error: Exception) -> bool:
+    """Whether a failed write broke a uniqueness rule of the store (SQLite, PostgreSQL and MySQL word it apart)."""
+    text = str(error).lower()
+    return any(word in text for word in ("unique constraint", "uniqueviolation", "duplicate entry", "integrityerror"))
 
 
 def _chunks(items: list, size: int):
