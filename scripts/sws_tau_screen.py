@@ -50,7 +50,8 @@ def snapped_row(net, splits, params: dict, epoch: int) -> dict:
 
 def screen_one(args: argparse.Namespace, tau: float) -> None:
     torch.set_num_threads(1)
-    params = get_method("sws").params_for(args.arch, {"tau": tau, "epochs": args.epochs})
+    method = get_method("sws")
+    params = method.params_for(args.arch, {"tau": tau, "epochs": args.epochs})
     out = Path(args.out) / f"tau{tau:g}"
     run = {"arch": args.arch, "dataset": args.dataset, "data_root": args.data_root, "download": False,
            "params": params}
@@ -60,7 +61,7 @@ def screen_one(args: argparse.Namespace, tau: float) -> None:
     net = build_net(args.arch, "sws", params, splits)
     init_from_dense(net, Path(args.init))
     if not (out / "checkpoint.pt").exists():
-        get_method("sws").prepare(net, params)
+        method.prepare(net, params)
     rows = Path(args.out) / "screen.jsonl"
 
     def on_epoch_end(record: dict) -> None:
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for future in [pool.submit(screen_one, args, tau) for tau in args.taus]:
             future.result()
-    rows = [json.loads(line) for line in open(Path(args.out) / "screen.jsonl")]
+    rows = [json.loads(line) for line in (Path(args.out) / "screen.jsonl").read_text().splitlines()]
     text = table(rows)
     (Path(args.out) / "screen.md").write_text(text)
     print(text)

@@ -246,25 +246,30 @@ def log_fifty_steps(uri, experiment, run_dir, seed, barrier):
             run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
 
 
-def test_eight_concurrent_direct_jobs_all_finish_with_full_histories(store, experiment, tmp_path):
-    uri, _ = store
-    # Separate processes, each with its own client and SQLite connections, forked from a clean server process that
-    # imported MLflow once: eight fresh interpreters would spend most of the test importing MLflow on two cores.
+def eight_jobs_at_once(job, uri, experiment, tmp_path) -> list[int]:
+    """Run ``job(uri, experiment, run_dir, seed, barrier)`` in eight processes that meet at the barrier; their exit
+    codes. Separate processes, each with its own client and SQLite connections, forked from a clean server process
+    that imported MLflow once: eight fresh interpreters would spend most of the test importing MLflow on two cores."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.report.tracking"])
     barrier = context.Barrier(8, timeout=120)
-    jobs = [context.Process(target=log_fifty_steps, args=(uri, experiment, tmp_path / f"seed{seed}", seed, barrier))
+    jobs = [context.Process(target=job, args=(uri, experiment, tmp_path / f"seed{seed}", seed, barrier))
             for seed in range(8)]
-    for job in jobs:
-        job.start()
+    for process in jobs:
+        process.start()
     try:
-        for job in jobs:
-            job.join(timeout=180)
+        for process in jobs:
+            process.join(timeout=180)
     finally:
-        for job in jobs:
-            if job.is_alive():
-                job.kill()
-    assert [job.exitcode for job in jobs] == [0] * 8
+        for process in jobs:
+            if process.is_alive():
+                process.kill()
+    return [process.exitcode for process in jobs]
+
+
+def test_eight_concurrent_direct_jobs_all_finish_with_full_histories(store, experiment, tmp_path):
+    uri, _ = store
+    assert eight_jobs_at_once(log_fifty_steps, uri, experiment, tmp_path) == [0] * 8
 
     runs = find_runs(uri, experiment)
     assert sorted(runs["tags.seed"]) == [str(seed) for seed in range(8)]
@@ -285,21 +290,7 @@ def log_one_dataset(uri, experiment, run_dir, seed, barrier):
 
 def test_eight_jobs_logging_one_data_set_at_once_all_link_it(store, experiment, tmp_path):
     uri, _ = store
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.report.tracking"])
-    barrier = context.Barrier(8, timeout=120)
-    jobs = [context.Process(target=log_one_dataset, args=(uri, experiment, tmp_path / f"seed{seed}", seed, barrier))
-            for seed in range(8)]
-    for job in jobs:
-        job.start()
-    try:
-        for job in jobs:
-            job.join(timeout=180)
-    finally:
-        for job in jobs:
-            if job.is_alive():
-                job.kill()
-    assert [job.exitcode for job in jobs] == [0] * 8
+    assert eight_jobs_at_once(log_one_dataset, uri, experiment, tmp_path) == [0] * 8
     client = client_for(uri)
     for run_id in find_runs(uri, experiment).run_id:
         inputs = client.get_run(run_id).inputs.dataset_inputs

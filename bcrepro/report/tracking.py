@@ -308,7 +308,6 @@ class _MlflowWriter:
     def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
         """One data set the run used, as an MLflow dataset input (the UI's Datasets column)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
-
         from mlflow.exceptions import MlflowException
 
         dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
@@ -334,7 +333,8 @@ class _MlflowWriter:
 
 
 def _already_stored(error: Exception) -> bool:
-    """Whether a failed write broke a uniqueness rule of the store (SQLite, PostgreSQL and MySQL word it apart)."""
+    """Whether a failed write broke an integrity rule of the store, such as its uniqueness rule (SQLite, PostgreSQL
+    and MySQL word it apart)."""
     text = str(error).lower()
     return any(word in text for word in ("unique constraint", "uniqueviolation", "duplicate entry", "integrityerror"))
 
