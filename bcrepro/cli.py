@@ -169,6 +169,16 @@ def check_schedule(method, params: dict, n_train: int) -> None:
             f"--params-json with every iteration count times {scale:.3g}")
 
 
+# Settings that only `compress` reads: a run may resume, or be declared again, under other values, which then replace
+# the stored ones (training never reads them, so the trained network is the same).
+COMPRESSION_ONLY_PARAMS = ("thresholds",)
+
+
+def training_params(params: dict) -> dict:
+    """``params`` without the settings that only compression reads: what makes two runs' training the same."""
+    return {k: v for k, v in params.items() if k not in COMPRESSION_ONLY_PARAMS}
+
+
 def cmd_train(args) -> None:
     method = get_method(args.method)
     overrides = {**read_params_file(args.params), **read_params_json(args.params_json)}
@@ -184,16 +194,21 @@ def cmd_train(args) -> None:
     if run_path.exists():
         previous = json.loads(run_path.read_text())
         same = {k: previous.get(k) for k in ("arch", "method", "dataset", "seed", "params", "init")}
-        if same != {k: run[k] for k in same}:
+        same["params"] = training_params(same["params"] or {})
+        if same != {k: training_params(run[k]) if k == "params" else run[k] for k in same}:
             differ = [k for k in same if k != "params" and same[k] != run[k]]
-            old_params, new_params = previous.get("params") or {}, params
+            old_params, new_params = same["params"], training_params(params)
             differ += [f"params.{k} ({old_params.get(k)!r} there, {new_params.get(k)!r} here)"
                        for k in sorted(set(old_params) | set(new_params)) if old_params.get(k) != new_params.get(k)]
             raise UsageError(f"{out} holds a run of {previous['arch']}/{previous['method']}, seed "
                              f"{previous['seed']} with other settings: {', '.join(differ)}; use another --out or "
                              f"delete it")
         if (out / METRICS_FILE).exists() or (out / MODEL_FILE).exists():
-            log.info("%s is already trained; nothing to do (delete %s to retrain)", out, MODEL_FILE)
+            if previous.get("params") != params:  # only settings that compression reads differ
+                write_json(dict(previous, params=params), run_path)
+                log.info("%s is already trained; its compression settings are updated in %s", out, RUN_FILE)
+            else:
+                log.info("%s is already trained; nothing to do (delete %s to retrain)", out, MODEL_FILE)
             return
 
     splits = load_dataset_for_run(run, device)

@@ -339,3 +339,28 @@ def test_a_rejected_command_leaves_the_folder_as_it_was_and_the_corrected_one_ru
     assert other.returncode == 1
     assert "holds a run of lenet300/bc-gnj, seed 0 with other settings: params.lr (0.001 there, 0.01 here)" in \
         other.stderr
+
+
+def test_a_run_declared_again_with_other_thresholds_keeps_its_training_and_takes_the_new_rule(tmp_path):
+    # thresholds are read by `compress` only: a changed rule must neither be refused nor retrain the network
+    run = tmp_path / "gnj"
+    base = ["train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "synthetic", "--epochs", 1, "--out", run]
+    assert bcrepro(*base, "--params-json", '{"validation_size": 300}').returncode == 0
+    model_bytes = (run / "model.pt").read_bytes()
+    fixed = {"rule": "fixed", "values": [-3.0, -3.0, -3.0]}
+    again = bcrepro(*base, "--params-json", json.dumps({"validation_size": 300, "thresholds": fixed}))
+    assert again.returncode == 0, again.stderr
+    assert "compression settings are updated" in again.stderr
+    assert json.loads((run / "run.json").read_text())["params"]["thresholds"] == fixed
+    assert (run / "model.pt").read_bytes() == model_bytes
+    # an interrupted run (its checkpoint kept, no model yet) resumes under the new rule as well
+    (run / "model.pt").unlink()
+    auto = {"rule": "auto", "max_error_increase": 0.5}
+    resumed = bcrepro(*base, "--params-json", json.dumps({"validation_size": 300, "thresholds": auto}))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    assert json.loads((run / "run.json").read_text())["params"]["thresholds"] == auto
+    # a training setting still makes it another run
+    other = bcrepro(*base, "--params-json", json.dumps({"validation_size": 300, "thresholds": auto, "lr": 0.01}))
+    assert other.returncode == 1 and "params.lr (0.001 there, 0.01 here)" in other.stderr
+    assert "thresholds" not in other.stderr
