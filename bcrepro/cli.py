@@ -206,7 +206,8 @@ def cmd_train(args) -> None:
         if (out / METRICS_FILE).exists() or (out / MODEL_FILE).exists():
             if previous.get("params") != params:  # only settings that compression reads differ
                 write_json(dict(previous, params=params), run_path)
-                log.info("%s is already trained; its compression settings are updated in %s", out, RUN_FILE)
+                log.info("%s is already trained; its compression settings are updated in %s (run `compress` again to "
+                         "apply them)", out, RUN_FILE)
             else:
                 log.info("%s is already trained; nothing to do (delete %s to retrain)", out, MODEL_FILE)
             return
