@@ -174,9 +174,11 @@ def check_schedule(method, params: dict, n_train: int) -> None:
 COMPRESSION_ONLY_PARAMS = ("thresholds",)
 
 
-def training_params(params: dict) -> dict:
-    """``params`` without the settings that only compression reads: what makes two runs' training the same."""
-    return {k: v for k, v in params.items() if k not in COMPRESSION_ONLY_PARAMS}
+def training_identity(run: dict) -> dict:
+    """What makes two runs' training the same: ``run.json``'s identity, its params without compression-only ones."""
+    identity = {k: run.get(k) for k in ("arch", "method", "dataset", "seed", "init")}
+    identity["params"] = {k: v for k, v in (run.get("params") or {}).items() if k not in COMPRESSION_ONLY_PARAMS}
+    return identity
 
 
 def cmd_train(args) -> None:
@@ -193,11 +195,10 @@ def cmd_train(args) -> None:
     run_path = out / RUN_FILE
     if run_path.exists():
         previous = json.loads(run_path.read_text())
-        same = {k: previous.get(k) for k in ("arch", "method", "dataset", "seed", "params", "init")}
-        same["params"] = training_params(same["params"] or {})
-        if same != {k: training_params(run[k]) if k == "params" else run[k] for k in same}:
-            differ = [k for k in same if k != "params" and same[k] != run[k]]
-            old_params, new_params = same["params"], training_params(params)
+        old, new = training_identity(previous), training_identity(run)
+        if old != new:
+            differ = [k for k in old if k != "params" and old[k] != new[k]]
+            old_params, new_params = old["params"], new["params"]
             differ += [f"params.{k} ({old_params.get(k)!r} there, {new_params.get(k)!r} here)"
                        for k in sorted(set(old_params) | set(new_params)) if old_params.get(k) != new_params.get(k)]
             raise UsageError(f"{out} holds a run of {previous['arch']}/{previous['method']}, seed "
