@@ -250,3 +250,27 @@ def test_figures_are_closed_and_no_temporary_file_is_left(figures):
     figures_dir, paths = figures
     assert plt.get_fignums() == [], "a figure was left open"
     assert sorted(figures_dir.rglob("*.png")) == sorted(paths), "only the returned PNGs, no temporary files"
+
+
+def test_a_figure_is_written_as_a_palette_png_that_looks_like_the_rendered_one(tmp_path):
+    """The saved file against matplotlib's own RGBA rendering of the same figure: few colours, same picture."""
+    def draw():
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.imshow(np.linspace(-1, 1, 400).reshape(20, 20), cmap="seismic")
+        ax.plot([0, 19], [0, 19], color="#ff7f0e")
+        ax.set_title("a map and a line")
+        return fig
+
+    reference = tmp_path / "reference.png"
+    draw().savefig(reference, dpi=figs.DPI, format="png")
+    plt.close("all")
+    saved = figs._save(draw(), tmp_path / "saved.png")
+    from PIL import Image
+
+    with Image.open(saved) as image:
+        assert image.mode == "P" and len(image.getcolors(maxcolors=1024)) <= figs.PALETTE_COLOURS
+    expected, got = mpimg.imread(reference)[..., :3], mpimg.imread(saved)[..., :3]
+    assert got.shape == expected.shape
+    difference = np.abs(got - expected)
+    assert difference.mean() < 1 / 255 and np.quantile(difference, 0.999) < 24 / 255
+    assert saved.stat().st_size < reference.stat().st_size

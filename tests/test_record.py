@@ -77,3 +77,32 @@ def test_the_record_keeps_the_kept_weights_of_a_posterior_and_zeroes_the_rest(tm
 def test_the_final_error_is_the_rounded_one_where_the_method_rounds_else_the_pruned_one():
     assert final_error_pct({"error_pct": 0.7, "error_pruned_pct": 0.9, "error_quantized_pct": 1.1}) == 1.1
     assert final_error_pct({"error_pct": 0.7, "error_pruned_pct": 0.9, "error_quantized_pct": None}) == 0.9
+
+
+def test_the_record_keeps_a_history_with_one_epoch_per_line_and_the_same_values(tmp_path):
+    epochs = [{"epoch": 1, "test_error_pct": 1.53, "kl": 416067.28125, "groups_kept": [[784, 784], [300, 300]],
+               "lr": 0.1 + 0.2, "weights_kept": []},
+              {"epoch": 2, "test_error_pct": 1.0 / 3.0, "kl": float("1e-300"), "groups_kept": [[12, 784], [9, 300]],
+               "lr": 0.000995009090909091, "weights_kept": [[448, 500]]}]
+    source = tmp_path / "history.json"
+    source.write_text(json.dumps(epochs, indent=2))
+    record.copy_history(source, tmp_path / "copy.json")
+    text = (tmp_path / "copy.json").read_text()
+    assert json.loads(text) == epochs  # every float back bit for bit
+    lines = text.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 2 + len(epochs)
+    assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == epochs  # one epoch per line, in order
+    assert len(text) < len(source.read_text())
+    source.write_text("[]")
+    record.copy_history(source, tmp_path / "empty.json")
+    assert json.loads((tmp_path / "empty.json").read_text()) == []
+
+
+def test_copying_the_record_onto_itself_is_refused_and_deletes_nothing(tmp_path):
+    from bcrepro.runs import UsageError
+
+    record.copy_cells(RECORD / record.RUNS_DIR, tmp_path)
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    with pytest.raises(UsageError, match="onto themselves"):
+        record.copy_cells(tmp_path / record.RUNS_DIR, tmp_path)
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
