@@ -76,6 +76,18 @@ def test_training_jobs_ask_for_a_gpu_only_when_the_device_is_cuda(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_training_time_limit_reaches_every_training_job_and_no_other(tmp_path):
+    limited = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "archs=[lenet300]", "train_max_minutes=90")
+    plain = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "archs=[lenet300]")
+    assert limited.returncode == 0 and plain.returncode == 0, limited.stderr + plain.stderr
+    commands = [line for line in limited.stdout.splitlines() if "python -m bcrepro " in line]
+    training = [line for line in commands if "bcrepro train " in line]
+    assert len(training) == 3 * 7  # three seeds of the dense reference and six methods
+    assert all("--max-minutes 90 " in line for line in training)
+    assert not any("--max-minutes" in line for line in commands if line not in training)
+    assert "--max-minutes" not in plain.stdout
+
+
 def test_the_speedup_jobs_take_the_configured_memory_format_and_compiler(tmp_path):
     def speedup_commands(output):
         return [line for line in output.splitlines() if " speedup --run " in line]
@@ -102,6 +114,7 @@ def test_the_speedup_jobs_take_the_configured_memory_format_and_compiler(tmp_pat
     ("arch_methods:\n  vgg16: [dense, dns]\n", "'dns' has no settings for architecture 'vgg16'"),
     ("speedup:\n  memory_format: nhwc\n", "nhwc"),               # a layout the speed-up CLI does not know
     ("speedup:\n  compile: inductor\n", "inductor"),             # a compiler the speed-up CLI does not offer
+    ("train_max_minutes: -5\n", "train_max_minutes"),             # a time limit below zero (schema)
 ])
 def test_a_bad_config_fails_before_any_job_and_names_the_key(tmp_path, text, named):
     config = write_config(tmp_path / "bad.yaml", text)
@@ -229,6 +242,26 @@ def test_a_training_job_killed_half_way_resumes_when_the_workflow_is_rerun(tmp_p
     assert [record["epoch"] for record in history] == list(range(1, 31))
     runs = tracking.find_runs(tracking.sqlite_uri(tmp_path / "results" / "mlflow.db"), "bcrepro")
     assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"  # the resumed job continued the same run
+
+
+@pytest.mark.slow
+def test_a_training_job_past_its_time_limit_stops_cleanly_and_the_rerun_finishes_it(tmp_path):
+    config = write_config(tmp_path / "three.yaml", TINY.read_text().replace("epochs: 2", "epochs: 3"))
+    target = "results/runs/lenet300/bc-gnj/seed0/model.pt"
+    run_dir = tmp_path / "results/runs/lenet300/bc-gnj/seed0"
+    stopped = snakemake(tmp_path, target, "--cores", "1", "--configfile", str(config),
+                        "--config", "train_max_minutes=0")
+    assert stopped.returncode != 0
+    assert "Error in rule train" in stopped.stdout + stopped.stderr
+    log = (tmp_path / "results/logs/train/lenet300_bc-gnj_seed0.log").read_text()
+    assert "time limit" in log and "after epoch 1/3" in log
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
+
+    result = snakemake(tmp_path, target, "--cores", "1", "--configfile", str(config))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "resuming from" in (tmp_path / "results/logs/train/lenet300_bc-gnj_seed0.log").read_text()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [record["epoch"] for record in history] == [1, 2, 3]
 
 
 @pytest.mark.slow

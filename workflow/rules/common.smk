@@ -189,6 +189,12 @@ def train_inputs(wildcards):
     return inputs
 
 
+def time_limit_option(wildcards):
+    """--max-minutes when train_max_minutes is set: the job stops after a checkpoint, and a rerun resumes it."""
+    minutes = config.get("train_max_minutes")
+    return "" if minutes is None else f"--max-minutes {minutes}"
+
+
 def init_option(wildcards, input):
     return f"--init {shlex.quote(input.init)}" if "init" in input.keys() else ""
 

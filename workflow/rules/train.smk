@@ -5,7 +5,7 @@ TRAIN_SHELL = (
     "python -m bcrepro train --arch {wildcards.arch} --method {params.method} --dataset {params.dataset} "
     "--data-root {params.data_root:q} {params.download} --seed {wildcards.seed} --device {params.device} "
     "--gpu-slots {params.gpu_slots:q} --jobs-per-gpu {params.jobs_per_gpu} "
-    "--epoch-scale {params.epoch_scale} --params-json {params.hyperparameters:q} {params.init} "
+    "--epoch-scale {params.epoch_scale} {params.time_limit} --params-json {params.hyperparameters:q} {params.init} "
     "--out {params.out:q} {params.tracking} > {log:q} 2>&1"
 )
 
@@ -29,6 +29,7 @@ rule pretrain:
         gpu_slots=GPU_SLOTS,
         jobs_per_gpu=config["gpu_jobs_per_device"],
         epoch_scale=config["epoch_scale"],
+        time_limit=time_limit_option,
         hyperparameters=train_params,
         init="",
         out=run_folder,
@@ -65,6 +66,7 @@ rule train:
         gpu_slots=GPU_SLOTS,
         jobs_per_gpu=config["gpu_jobs_per_device"],
         epoch_scale=config["epoch_scale"],
+        time_limit=time_limit_option,
         hyperparameters=train_params,
         init=init_option,
         out=run_folder,
