@@ -75,7 +75,6 @@ def test_training_jobs_ask_for_a_gpu_only_when_the_device_is_cuda(tmp_path):
     assert "gpu=1" not in gpu_of(cpu.stdout, "train")
 
 
-@pytest.mark.slow
 def test_a_training_time_limit_reaches_every_training_job_and_no_other(tmp_path):
     limited = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "archs=[lenet300]", "train_max_minutes=90")
     plain = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "archs=[lenet300]")
@@ -88,6 +87,7 @@ def test_a_training_time_limit_reaches_every_training_job_and_no_other(tmp_path)
     assert "--max-minutes" not in plain.stdout
 
 
+@pytest.mark.slow
 def test_the_speedup_jobs_take_the_configured_memory_format_and_compiler(tmp_path):
     def speedup_commands(output):
         return [line for line in output.splitlines() if " speedup --run " in line]

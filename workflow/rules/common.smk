@@ -191,7 +191,7 @@ def train_inputs(wildcards):
 
 def time_limit_option(wildcards):
     """--max-minutes when train_max_minutes is set: the job stops after a checkpoint, and a rerun resumes it."""
-    minutes = config.get("train_max_minutes")
+    minutes = config["train_max_minutes"]
     return "" if minutes is None else f"--max-minutes {minutes}"
 
 
