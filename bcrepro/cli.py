@@ -35,8 +35,9 @@ from .compress.thresholds import DEFAULT_FRONTIER_BUDGETS, monitor_groups_kept
 from .deploy import cpu_memory, slim, speed
 from .methods import METHODS, get_method
 from .report import tracking
+from .errors import UsageError
 from .runs import (ARTEFACT_FILE, CHECKPOINT, COMPRESSED_FILE, HISTORY_FILE, METRICS_FILE, MLFLOW_MODEL_DIR, MODEL_FILE,
-                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, UsageError, build_net, compressed_cells,
+                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, build_net, compressed_cells,
                    init_from_dense, load_dataset_for_run, load_trained)
 from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
 
@@ -142,6 +143,9 @@ def epoch_metrics(record: dict) -> dict:
     overall)."""
     metrics = {key: record[key] for key in ("loss", "cross_entropy", "kl", "kl_weight", "lr", "train_error_pct",
                                             "test_error_pct", "seconds")}
+    for i, (kl, floor) in enumerate(record.get("kl_layers") or []):
+        metrics[f"kl.layer{i}"] = kl
+        metrics[f"kl_floor.layer{i}"] = floor
     for unit in ("groups", "weights"):
         pairs = record.get(f"{unit}_kept") or []  # [kept, total] per layer
         for i, (kept, total) in enumerate(pairs):
@@ -236,7 +240,7 @@ def cmd_train(args) -> None:
         tracker.log_dataset(splits.name, data.splits_digest(splits),
                             "synthetic" if run["dataset"] == "synthetic" else str(Path(run["data_root"]).resolve()))
         history = train(net, splits, config, out, device, groups_kept=monitor_groups_kept,
-                        time_limit_s=time_limit,
+                        time_limit_s=time_limit, snapshot_epochs=set(args.snapshot_epochs or ()),
                         after_step=None if method.after_step is None else method.after_step(net, params),
                         on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
         train_seconds = sum(record["seconds"] for record in history)
@@ -486,6 +490,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="multiply the configured epochs and KL warm-up by this (at least 1 epoch); default 1")
     p.add_argument("--max-minutes", type=float,
                    help="stop after the epoch that ends past this wall time, exit 3; rerunning resumes")
+    p.add_argument("--snapshot-epochs", type=int, nargs="+", metavar="N",
+                   help="also keep the network after these epochs in OUT/epoch<N>/, compressible like any run "
+                        "(screens at a constant learning rate compare variants at equal epochs)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model, history)")
     add_tracking_args(p)
     p.set_defaults(func=cmd_train)
@@ -574,7 +581,7 @@ def main(argv=None) -> int:
     except TimeLimitReached as err:
         print(f"bcrepro {args.verb}: {err}", file=sys.stderr)
         return 3
-    except (UsageError, ValueError, data.DataNotFoundError, TrainingDiverged) as err:
+    except (ValueError, data.DataNotFoundError, TrainingDiverged) as err:
         print(f"bcrepro {args.verb}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import data, models
+from .errors import UsageError
 from .methods import get_method
 
 RUN_FILE = "run.json"
@@ -46,10 +47,6 @@ def final_error_pct(metrics: dict) -> float | None:
     (``error_quantized_pct``), else pruned (``error_pruned_pct``). The paper reports this one."""
     quantized = metrics["error_quantized_pct"]
     return quantized if quantized is not None else metrics["error_pruned_pct"]
-
-
-class UsageError(ValueError):
-    """A problem with what the user asked for (names, files, parameters)."""
 
 
 def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:

@@ -16,12 +16,13 @@ Command: ``bcrepro train --arch lenet300 --method bc-gnj --dataset mnist --seed 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -196,11 +197,40 @@ def _weights_summary(net: Net) -> list[list[int]]:
         return [[int(mask.sum()), mask.numel()] for mask in masks]
 
 
+def _kl_summary(net: Net) -> list[list[float]]:
+    """[KL, clamp floor] (nats) per group layer; the floor is the part of the layer's KL that its variance clamp
+    forbids removing: each weight held at ``clip_var`` = c keeps ½(c − 1 − log c) over its best variance (σ² = 1)."""
+    rows = []
+    with torch.no_grad():
+        for layer in net.group_layers():
+            floor = 0.0
+            if layer.clip_var is not None and layer.clip_mode == "parameter" and layer.clip_var < 1.0:
+                bound = math.log(layer.clip_var)
+                held = int((layer.weight_logvar >= bound - 1e-6).sum())
+                floor = held * 0.5 * (layer.clip_var - 1.0 - bound)
+            rows.append([float(layer.kl_divergence()), floor])
+    return rows
+
+
+def save_snapshot(out: Path, history: list[dict], model_state: dict) -> Path:
+    """A finished-run copy of the network after ``len(history)`` epochs in ``<out>/epoch<N>/`` (``run.json``,
+    ``history.json``, ``model.pt``), which ``compress`` reads like any run: screens at a constant learning rate
+    compare variants at equal epochs from one longer run."""
+    folder = out / f"epoch{len(history)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if (out / "run.json").exists():
+        (folder / "run.json").write_text((out / "run.json").read_text())
+    (folder / "history.json").write_text(json.dumps(history))
+    _save_atomically(model_state, folder / "model.pt")
+    return folder
+
+
 def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: torch.device,
           on_epoch_end: Callable[[dict], None] | None = None,
           groups_kept: Callable[[torch.Tensor], int] | None = None,
           time_limit_s: float | None = None,
-          after_step: Callable[[int], None] | None = None) -> list[dict]:
+          after_step: Callable[[int], None] | None = None,
+          snapshot_epochs: Collection[int] = ()) -> list[dict]:
     """Train ``net`` on ``data`` per ``config``; checkpoints in ``out``. Returns the per-epoch history.
 
     ``on_epoch_end(record)`` is called after each epoch (the CLI logs to MLflow through it); ``groups_kept`` maps a
@@ -208,7 +238,8 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
     ``time_limit_s``, training stops with ``TimeLimitReached`` after the first epoch that ends past the limit (a
     cluster job's time limit): the checkpoint is written, and the same call resumes later. ``after_step(global_step)``
     runs after every optimiser step (a method's own work: re-zeroing pruned weights, updating masks); whatever state
-    it keeps must live in the network's buffers to be checkpointed.
+    it keeps must live in the network's buffers to be checkpointed. After each epoch in ``snapshot_epochs`` the
+    network is also kept in ``<out>/epoch<N>/`` (``save_snapshot``).
     """
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -295,12 +326,15 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             "test_error_pct": error_rate(net, data.test_x, data.test_y),
             "groups_kept": _groups_summary(net, groups_kept),
             "weights_kept": _weights_summary(net),
+            "kl_layers": _kl_summary(net),
             "seconds": time.perf_counter() - tic,
         }
         history.append(record)
         _save_atomically({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                           "rng": _rng_state(generator), "history": history, "epoch": epoch,
                           "config": dataclasses.asdict(config)}, checkpoint_path)
+        if epoch + 1 in snapshot_epochs:
+            save_snapshot(out, history, net.state_dict())
         log.info(progress_line(record, config.epochs))
         if on_epoch_end is not None:
             on_epoch_end(record)

@@ -34,6 +34,11 @@ VARIANTS = {
     "constant-from-dense": {"lr_schedule": "constant"},        # ... starting from the dense reference
     "constant-no-clip": {"lr_schedule": "constant", "clip_var": None},  # no variance clamp on any layer
     "constant-clip-forward": {"lr_schedule": "constant", "clip_mode": "forward"},  # clip the sampling, not the KL
+    # Where the clamp sits (LeNet-5): the 0.04 clamp on fc1 holds every fc1 weight at a KL floor of 1.13 nats.
+    "clip-first-layer": {"clip_var": [0.04, None, None, None]},  # the tutorial's rule: the first layer only
+    "clip-fc1-at-1": {"clip_var": [None, None, 1.0, None]},      # the prior's own variance: no floor
+    "clip-first-layer-no-warmup": {"clip_var": [0.04, None, None, None], "kl_warmup_epochs": 0},
+    "clip-first-layer-printed-sa-kl": {"clip_var": [0.04, None, None, None], "sa_kl": "printed"},
 }
 FROM_DENSE = {"constant-from-dense"}
 RULES = {"auto": {"rule": "auto"}, "sparsest": {"rule": "sparsest"}, "valley": {"rule": "valley"}}
@@ -64,6 +69,8 @@ def train(arch: str, method: str, params: dict, out: Path, args, init: Path | No
             "--no-download", "--seed", args.seed, "--params-json", json.dumps(params), "--out", out]
     if args.max_minutes is not None:
         argv += ["--max-minutes", args.max_minutes]
+    if args.snapshot_epochs:
+        argv += ["--snapshot-epochs", *args.snapshot_epochs]
     if init is not None:
         argv += ["--init", init / "model.pt"]
     return bcrepro(argv, out.parent / f"{out.name}.train.log")
@@ -141,6 +148,8 @@ def parse_args(argv=None):
                         help="state the sparsest rule's budget against the dense reference (trained if missing)")
     parser.add_argument("--use-checkpoints", action="store_true",
                         help="compress the last checkpoint of a run stopped by --max-minutes (constant-rate screening)")
+    parser.add_argument("--snapshot-epochs", type=int, nargs="*", default=[],
+                        help="keep each run's network after these epochs too (OUT/.../epoch<N>/)")
     parser.add_argument("--compress-only", action="store_true", help="train nothing: compress what is there")
     parser.add_argument("--frontier", type=float, nargs="*",
                         help="validation budgets of the frontier (default: compress's own; none: no frontier)")

@@ -99,7 +99,7 @@ def test_the_record_keeps_a_history_with_one_epoch_per_line_and_the_same_values(
 
 
 def test_copying_the_record_onto_itself_is_refused_and_deletes_nothing(tmp_path):
-    from bcrepro.runs import UsageError
+    from bcrepro.errors import UsageError
 
     record.copy_cells(RECORD / record.RUNS_DIR, tmp_path)
     before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))

@@ -179,3 +179,40 @@ def test_a_shuffling_state_of_another_device_type_is_one_clear_error(tmp_path):
     cuda_like = {"torch": torch.get_rng_state(), "shuffle": torch.zeros(16, dtype=torch.uint8)}
     with pytest.raises(ValueError, match="cannot move between CPU and CUDA mid-way"):
         _set_rng_state(cuda_like, torch.Generator())
+
+
+def test_history_splits_the_kl_by_layer_and_counts_the_clamps_floor_by_hand(tmp_path):
+    """Each group layer's KL is its own ``kl_divergence()``; the floor is ½(c − 1 − log c) per weight held at the
+    clamp c, the KL that weight keeps over its best variance (σ² = 1 under the N(0, 1) prior)."""
+    net, splits, config = _setup()
+    config.epochs = 1
+    first = net.group_layers()[0]
+    first.clip_var, first.clip_mode, c = 0.04, "parameter", 0.04
+    with torch.no_grad():  # weights far above the clamp: the clamp holds them at its bound, some to the end
+        first.weight_logvar[0, :7] = 3.0
+    history = train(net, splits, config, tmp_path, torch.device("cpu"))
+    rows = history[-1]["kl_layers"]
+    assert len(rows) == len(net.group_layers())
+    for (kl, floor), layer in zip(rows, net.group_layers()):
+        assert kl == pytest.approx(float(layer.kl_divergence().detach()), rel=1e-6)
+    held = int((first.weight_logvar >= math.log(c) - 1e-6).sum())
+    assert held >= 1
+    assert rows[0][1] == pytest.approx(held * 0.5 * (c - 1 - math.log(c)))
+    assert 0.5 * (c - 1 - math.log(c)) == pytest.approx(1.1294, abs=1e-4)  # the 1.13 nats per clamped weight
+    assert all(floor == 0.0 for _, floor in rows[1:])  # unclamped layers keep no floor
+
+
+def test_snapshot_epochs_keep_the_network_as_it_was_after_those_epochs(tmp_path):
+    from bcrepro.runs import CHECKPOINT
+    net, splits, config = _setup()
+    seen = {}
+    train(net, splits, config, tmp_path, torch.device("cpu"), snapshot_epochs={1, 2},
+          on_epoch_end=lambda record: seen.setdefault(record["epoch"], {
+              k: v.clone() for k, v in net.state_dict().items()}))
+    assert sorted(p.name for p in tmp_path.glob("epoch*")) == ["epoch1", "epoch2"]
+    for epoch in (1, 2):
+        kept = torch.load(tmp_path / f"epoch{epoch}" / "model.pt", weights_only=True)
+        assert all(torch.equal(kept[k], v) for k, v in seen[epoch].items())
+        import json
+        assert len(json.loads((tmp_path / f"epoch{epoch}" / "history.json").read_text())) == epoch
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 2  # the run itself goes on to epoch 3

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text
-from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE, UsageError,
+from ..errors import UsageError
+from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE,
                     compressed_cells)
 from . import figures, table
 
