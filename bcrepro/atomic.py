@@ -1,5 +1,5 @@
 """Writing a file so that a crash never leaves half of it: through a temporary file in the target's folder, renamed
-into place only when complete. Every file the pipeline writes goes through here (no torch import: ``report.tracking``
+into place only when complete. Every file the pipeline writes goes through here (no torch import: ``tracking``
 and ``report.table`` use it too)."""
 from __future__ import annotations
 

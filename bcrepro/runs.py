@@ -4,7 +4,7 @@
 ``history.json``; ``bcrepro compress`` adds ``metrics.json``, ``compressed.npz``, ``compressed.bin``, ``slim.pt`` and
 ``posterior.npz`` (and the ``slim_model`` folder with MLflow on); ``bcrepro speedup`` adds ``speed.json``
 (docs/workflow.md). The CLI, the table and the figures take the names from here; the MLflow bookkeeping beside them
-(``tracking.json``, ``tracking.jsonl``) is ``bcrepro.report.tracking``'s own.
+(``tracking.json``, ``tracking.jsonl``) is ``bcrepro.tracking``'s own.
 
 ``load_trained`` rebuilds a finished run's network from ``run.json`` and ``model.pt`` on the data set it was trained
 on; ``build_net`` and ``init_from_dense`` are the steps it shares with ``bcrepro train``.

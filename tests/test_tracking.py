@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bcrepro.report import tracking
-from bcrepro.report.tracking import CellRun, find_runs, import_deferred, init_store, sqlite_uri
+from bcrepro import tracking
+from bcrepro.tracking import CellRun, find_runs, import_deferred, init_store, sqlite_uri
+from bcrepro.tracking.writer import MlflowWriter
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -201,7 +202,7 @@ def test_deferred_jobs_write_only_files_and_one_import_replays_them(tmp_path, mo
     written = []
     with monkeypatch.context() as spy:
         for name in ("log_params", "set_tags", "log_metrics", "log_artifact"):
-            spy.setattr(tracking._MlflowWriter, name, lambda self, *args, name=name: written.append(name))
+            spy.setattr(MlflowWriter, name, lambda self, *args, name=name: written.append(name))
         assert import_deferred(runs_dir, uri, "bc", artifacts) == run_ids
     assert written == []
     assert len(find_runs(uri, "bc")) == 2
@@ -251,7 +252,7 @@ def eight_jobs_at_once(job, uri, experiment, tmp_path) -> list[int]:
     codes. Separate processes, each with its own client and SQLite connections, forked from a clean server process
     that imported MLflow once: eight fresh interpreters would spend most of the test importing MLflow on two cores."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.report.tracking"])
+    context.set_forkserver_preload(["mlflow", "mlflow.store.tracking.sqlalchemy_store", "bcrepro.tracking"])
     barrier = context.Barrier(8, timeout=120)
     jobs = [context.Process(target=job, args=(uri, experiment, tmp_path / f"seed{seed}", seed, barrier))
             for seed in range(8)]
@@ -323,7 +324,7 @@ def test_tracking_imports_and_defers_without_mlflow(tmp_path):
     """Cluster nodes in deferred mode, and users with tracking off, need no mlflow."""
     script = (
         "import sys; sys.modules['mlflow'] = None\n"
-        "from bcrepro.report.tracking import CellRun\n"
+        "from bcrepro.tracking import CellRun\n"
         "cell = {'arch': 'lenet5', 'method': 'bc-ghs', 'seed': 1, 'dataset': 'mnist'}\n"
         "for mode in ('off', 'deferred'):\n"
         "    with CellRun(sys.argv[1], uri=None, experiment='bc', mode=mode, rule='train', cell=cell) as run:\n"
@@ -377,7 +378,7 @@ def test_a_data_set_write_that_fails_for_another_reason_is_not_retried():
             RefusingClient.calls += 1
             raise MlflowException("Run 'abc' not found")
 
-    writer = tracking._MlflowWriter(RefusingClient(), "abc")
+    writer = MlflowWriter(RefusingClient(), "abc")
     with pytest.raises(MlflowException, match="not found"):
         writer.log_dataset("mnist", "0123456789abcdef", "/data", "training")
     assert RefusingClient.calls == 1

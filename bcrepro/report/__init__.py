@@ -1,1 +1,2 @@
-"""Tables, figures and MLflow tracking of the runs (the optional workflow extra: mlflow, pandas, seaborn)."""
+"""Tables and figures of the runs (the optional workflow extra: pandas, seaborn). MLflow tracking is
+``bcrepro.tracking``."""
