@@ -309,7 +309,7 @@ def write_fake_cifar10(folder: Path, monkeypatch, per_batch=4):
     for name in data.CIFAR10_FILES[:-1]:
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(k) for k in range(10)]}))
-    md5 = {name: data._md5(folder / name) for name in data.CIFAR10_FILES}
+    md5 = {name: data.fetch.md5(folder / name) for name in data.CIFAR10_FILES}
     monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{k}", md5[f"data_batch_{k}"]] for k in range(1, 6)])
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]})
@@ -351,7 +351,7 @@ def test_cifar10_missing_names_its_folder_and_batches(tmp_path):
 
 
 def test_fashion_mnist_missing_suggests_the_debian_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(data.files, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist") as caught:
         load_dataset("fashion_mnist", data_root=tmp_path / "root", download=False)
     assert str(tmp_path / "root" / "FashionMNIST" / "raw") in str(caught.value)
@@ -378,7 +378,7 @@ def test_cifar_standardisation_uses_exact_training_pixel_statistics():
     generator = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (50, 3, 8, 8), generator=generator, dtype=torch.uint8)
     train[:, 1] //= 2  # channels with different statistics
-    preprocess, description = data._standardise_per_channel(train)
+    preprocess, description = data.preprocessing.standardise_per_channel(train)
     scaled = preprocess(train)
     assert scaled.dtype == torch.float32
     assert torch.allclose(scaled.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
@@ -396,6 +396,12 @@ def test_registry_and_architecture_defaults():
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="unknown architecture"):
         dataset_for_arch("resnet")
+
+
+def test_the_papers_pairing_of_architectures_and_data_sets_is_held_once():
+    from bcrepro.report import paper
+
+    assert paper.PAPER_DATASET is data.ARCH_DATASETS
 
 
 def test_idx_reader_agrees_with_torchvision(tmp_path):
