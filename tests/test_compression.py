@@ -11,7 +11,7 @@ from torch import nn
 from bcrepro import models
 from bcrepro.compress.masks import (architecture, deterministic_net, full_masks, propagate_masks,
                                     removed_unit_constants, weight_mask_like)
-from bcrepro.compress.pipeline import compress, save_compressed
+from bcrepro.compress.pipeline import compress, save_compressed, save_posterior
 from bcrepro.compress.precision import exponent_bits, layer_bits, round_to_fixed_point, significand_bits
 from bcrepro.compress.thresholds import select_thresholds, threshold_curve, valley_threshold
 from bcrepro.layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
@@ -419,6 +419,30 @@ def test_compress_lenet5_reports_the_table_quantities(tmp_path):
     assert int(saved["layer2_bits"]) == m["bits"][2]
     slim_fc1 = w[result.masks[2].out_mask][:, result.masks[2].in_mask]
     np.testing.assert_array_equal(saved["layer2_weight"], slim_fc1.numpy())
+
+
+def test_save_posterior_writes_the_same_bytes_for_the_same_posterior(tmp_path):
+    import time
+
+    from bcrepro.compress.layer_view import layer_weight
+
+    net = models.build("lenet300", GNJ)
+    perturb(net)
+    for layer in net.group_layers():
+        set_gnj_keep(layer, keep_all_but(layer.n_groups, [1, 2]))
+    thresholds = [0.0, None, 0.0]
+    masks = propagate_masks(net, thresholds)
+    save_posterior(tmp_path / "first.npz", net, thresholds, masks)
+    time.sleep(2.1)  # zip entries store the time to 2 s
+    save_posterior(tmp_path / "second.npz", net, thresholds, masks)
+    assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "second.npz").read_bytes()
+    posterior = np.load(tmp_path / "first.npz")
+    assert math.isnan(posterior["threshold_1"]) and float(posterior["threshold_0"]) == 0.0
+    np.testing.assert_array_equal(posterior["in_mask_0"], masks[0].in_mask.numpy())
+    np.testing.assert_array_equal(posterior["weight_1"], layer_weight(net.prunable_layers()[1]).numpy())
+    assert sorted(posterior.files) == sorted(
+        [f"{name}_{i}" for i in range(3) for name in ("statistic", "threshold", "in_mask", "out_mask")]
+        + ["weight_0", "weight_1", "statistic_label"])
 
 
 def test_compress_dense_net_has_no_precision_reduction():

@@ -204,6 +204,21 @@ def test_lenet300_gnj_run_gets_all_six_figures(figures):
     _assert_pngs(_written_under(figures, "runs/lenet300/bc-gnj/seed0"), figs.RUN_FIGURES)
 
 
+def test_each_run_figure_file_is_drawn_by_the_function_named_for_it():
+    assert figs.RUN_FIGURES == {
+        "group_statistics.png": figs.group_statistic_histograms, "threshold_curve.png": figs.threshold_curves,
+        "training.png": figs.training_curves, "weights.png": figs.first_layer_weights,
+        "pixel_importance.png": figs.pixel_importance, "frontier.png": figs.frontier}
+
+
+def test_every_method_of_the_table_has_its_own_colour_in_the_table_order():
+    from bcrepro.report import table
+
+    assert list(figs.METHOD_COLOURS) == table.METHOD_ORDER
+    assert len(set(figs.METHOD_COLOURS.values())) == len(table.METHOD_ORDER)
+    assert figs.method_colour("l0-hc") not in figs.METHOD_COLOURS.values()  # a method beyond the table: a spare
+
+
 def test_conv_net_has_no_pixel_importance_or_weight_maps(runs_dir, figures, tmp_path):
     run_dir = runs_dir / "lenet5" / "bc-ghs" / "seed0"
     assert figs.pixel_importance(run_dir, tmp_path / "p.png") == []
@@ -264,7 +279,7 @@ def test_a_figure_is_written_as_a_palette_png_that_looks_like_the_rendered_one(t
     reference = tmp_path / "reference.png"
     draw().savefig(reference, dpi=figs.DPI, format="png")
     plt.close("all")
-    saved = figs._save(draw(), tmp_path / "saved.png")
+    saved = figs.save_figure(draw(), tmp_path / "saved.png")
     from PIL import Image
 
     with Image.open(saved) as image:

@@ -74,6 +74,25 @@ def test_the_record_keeps_the_kept_weights_of_a_posterior_and_zeroes_the_rest(tm
     assert str(copied["statistic_label"]) == "x"
 
 
+def test_copying_a_posterior_gives_the_same_bytes_whatever_the_time_or_the_memory_order(tmp_path):
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 6)).astype(np.float32)  # [out, in]
+    arrays = dict(in_mask_0=np.array([1, 0, 1, 1, 0, 1], bool), out_mask_0=np.array([0, 1, 1, 0], bool),
+                  statistic_0=rng.normal(size=6), threshold_0=np.array(0.5), statistic_label=np.array("x"))
+    np.savez_compressed(tmp_path / "c.npz", weight_0=weight, **arrays)
+    np.savez_compressed(tmp_path / "f.npz", weight_0=np.asfortranarray(weight), **arrays)
+    record.copy_posterior(tmp_path / "c.npz", tmp_path / "first.npz")
+    time.sleep(2.1)  # zip entries store the time to 2 s
+    record.copy_posterior(tmp_path / "f.npz", tmp_path / "second.npz")
+    record.copy_posterior(tmp_path / "first.npz", tmp_path / "third.npz")
+    first = (tmp_path / "first.npz").read_bytes()
+    assert (tmp_path / "second.npz").read_bytes() == first and (tmp_path / "third.npz").read_bytes() == first
+
+
 def test_the_final_error_is_the_rounded_one_where_the_method_rounds_else_the_pruned_one():
     assert final_error_pct({"error_pct": 0.7, "error_pruned_pct": 0.9, "error_quantized_pct": 1.1}) == 1.1
     assert final_error_pct({"error_pct": 0.7, "error_pruned_pct": 0.9, "error_quantized_pct": None}) == 0.9

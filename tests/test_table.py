@@ -167,6 +167,22 @@ def test_malformed_metrics_json_names_the_file(tmp_path):
         tables.load_runs(tmp_path)
 
 
+def test_malformed_speed_json_names_the_file_and_the_record(tmp_path):
+    write_run(tmp_path, "lenet5", "bc-ghs", 0, speed=[{"variant": "slim", "device": "cpu", "batch": 64}])
+    with pytest.raises(ValueError, match=r"lenet5/bc-ghs/seed0/speed\.json: malformed record .*'slim'"):
+        tables.load_runs(tmp_path)
+
+
+def test_the_table_speedup_is_the_deploy_speedup_of_the_slim_model(runs_dir):
+    from bcrepro.deploy.speed import speedups
+
+    records = json.loads((runs_dir / "lenet5" / "bc-ghs" / "seed0" / "speed.json").read_text())
+    at_8192 = [gain["speedup"] for gain in speedups(records)
+               if (gain["variant"], gain["device"], gain["batch"]) == ("slim", "cpu", 8192)]
+    ghs = tables.load_runs(runs_dir).set_index("method").loc["bc-ghs"]
+    assert [ghs["speedup_cpu"]] == at_8192
+
+
 def test_metrics_json_without_a_required_key_names_file_and_key(tmp_path):
     run_dir = write_run(tmp_path, "lenet5", "dns", 0)
     metrics = json.loads((run_dir / "metrics.json").read_text())

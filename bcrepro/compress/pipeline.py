@@ -16,13 +16,15 @@ The steps, in the order ``compress`` runs them, each from its module of ``bcrepr
 5. **Accounting** (``accounting``): ``compression_pruning``, ``compression_precision``, ``compression_max``.
 
 ``save_compressed`` and ``save_posterior`` write what a run keeps of the result besides its metrics:
-``compressed.npz`` and ``posterior.npz``.
+``compressed.npz`` and ``posterior.npz`` (the latter through ``write_npz``, the same bytes for the same values).
 """
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -164,4 +166,22 @@ def save_posterior(path: str | os.PathLike, net, thresholds: Sequence[float | No
         if i < n_weight_layers:
             arrays[f"weight_{i}"] = layer_weight(layer).float().cpu().numpy()
     arrays["statistic_label"] = np.array(" / ".join(sorted(labels)))
-    write_atomically(path, lambda out: np.savez_compressed(out, **arrays))
+    write_npz(path, arrays)
+
+
+NPZ_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold: no clock in the bytes
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` atomically as a compressed ``.npz`` that ``np.load`` reads, with the same bytes for the same
+    values: every entry dated ``NPZ_DATE`` and every array stored in C order (``np.savez_compressed`` stores a
+    transposed array in Fortran order, so equal values could give different files): a committed copy changes only
+    where its values do."""
+    def write(out):
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for key, value in arrays.items():
+                entry = zipfile.ZipInfo(f"{key}.npy", date_time=NPZ_DATE)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(entry, "w", force_zip64=True) as member:  # numpy's own layout (force_zip64)
+                    np.lib.format.write_array(member, np.asarray(value, order="C"), allow_pickle=False)
+    return write_atomically(path, write)

@@ -6,11 +6,11 @@ committed, and its table and figures regenerated from those files alone (no trai
 
 Per cell ``{out}/runs/{arch}/{method}/seed{n}/`` keeps ``RECORD_FILES``: the settings, training curves (one epoch per
 line), metrics and speed-ups, and ``compressed.bin``, from which ``bcrepro.deploy.artefact.load_network`` rebuilds the
-network (not for the dense references, whose file is their 32-bit weights: 1-2 MB that say nothing a reader needs); seed
-0 also keeps ``posterior.npz`` for the per-run figures, with the weights of pruned rows and columns set to zero (the
-weight maps zero them anyway), so that it compresses: about 0.2 MB instead of 1 MB for a LeNet-300-100. ``{out}`` gets
-the tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them from the same
-runs. Model files never enter the record.
+network (not for the dense references, whose file is their 32-bit weights, which say nothing a reader needs); seed 0
+also keeps ``posterior.npz`` for the per-run figures, with the weights of pruned rows and columns set to zero (the
+weight maps zero them anyway), so that it compresses (docs/decisions.md, "The committed record"). ``{out}`` gets the
+tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them from the same runs.
+Model files never enter the record. Regenerating a record from the same cells rewrites every file with the same bytes.
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text
+from ..compress.pipeline import write_npz
 from ..errors import UsageError
 from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE,
                     compressed_cells)
 from . import figures, table
+from .per_run_figures import masked_weight_map
 
 RECORD_FILES = (RUN_FILE, HISTORY_FILE, METRICS_FILE, SPEED_FILE, ARTEFACT_FILE)
 FIRST_SEED_FILES = (POSTERIOR_FILE,)
@@ -60,7 +62,7 @@ def copy_cells(runs: Path, out: Path) -> list[Path]:
 
 def copy_history(source: Path, target: Path) -> None:
     """``history.json`` with one epoch per line instead of one number per line: the same values (floats round-trip
-    through JSON exactly), about 60 % of the bytes, and still a file to read or ``diff`` epoch by epoch."""
+    through JSON exactly), fewer bytes, and still a file to read or ``diff`` epoch by epoch."""
     epochs = json.loads(source.read_text())
     lines = [json.dumps(epoch, sort_keys=True, separators=(", ", ": ")) for epoch in epochs]
     write_text(target, "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n")
@@ -68,14 +70,15 @@ def copy_history(source: Path, target: Path) -> None:
 
 def copy_posterior(source: Path, target: Path) -> None:
     """``posterior.npz`` with each ``weight_{i}`` zeroed outside ``outer(out_mask_{i}, in_mask_{i})``: what the
-    figures draw of it, and all that a compressed file needs to hold of the pruned weights."""
+    figures draw of it, and all that a compressed file needs to hold of the pruned weights. Written by ``write_npz``:
+    copying the same posterior again gives the same bytes."""
     with np.load(source) as posterior:
         arrays = {key: posterior[key] for key in posterior.files}
     for key in [key for key in arrays if key.startswith("weight_") and arrays[key].ndim == 2]:  # linear layers
         i, weight = key.removeprefix("weight_"), arrays[key]
-        picture = figures.masked_weight_map(weight, arrays[f"in_mask_{i}"], arrays[f"out_mask_{i}"])  # [in, out]
+        picture = masked_weight_map(weight, arrays[f"in_mask_{i}"], arrays[f"out_mask_{i}"])  # [in, out]
         arrays[key] = picture.T.astype(weight.dtype)  # weight * 0 or 1: exact in the weight's own precision
-    np.savez_compressed(target, **arrays)
+    write_npz(target, arrays)
 
 
 def regenerate(out: Path) -> list[Path]:

@@ -30,9 +30,11 @@ import pandas as pd
 
 from bcrepro.atomic import write_text
 from bcrepro.compress.thresholds import compression_at_error
+from bcrepro.deploy.speed import speedups
 from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
 from bcrepro.runs import METRICS_FILE, SPEED_FILE, compressed_cells
 
+# The paper's order (Table 1): the table's rows and the figures' legends list architectures and methods in it.
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
 METHOD_ORDER = ["dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs"]
 
@@ -69,36 +71,35 @@ def _join(values: Iterable[int] | None) -> str:
 
 
 # ---- reading the runs ------------------------------------------------------------------------------------------------
-def _read_json(path: Path):
+def read_json(path: Path):
+    """A run's JSON file; ``ValueError`` naming the file where it is not valid JSON."""
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); re-run the job that writes it or delete the file") from err
 
 
+_SPEED_KEYS = ("variant", "device", "batch", "median_ms")
+
+
 def _speedups(path: Path) -> dict[str, float]:
-    """original / slim median forward time per device, at the largest batch timed for both; NaN where untimed."""
-    records = _read_json(path)
+    """The slimmed model's speed-up (``bcrepro.deploy.speed.speedups``) per device, at the largest batch timed for
+    both it and the original; NaN where untimed."""
+    records = read_json(path)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a list of {{variant, device, batch, median_ms, iqr_ms}} records, "
                          f"found {type(records).__name__}")
-    times: dict[tuple[str, int], dict[str, float]] = {}
     for record in records:
-        try:
-            times.setdefault((record["device"], int(record["batch"])), {})[record["variant"]] = \
-                float(record["median_ms"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: malformed record {record!r} (needs variant, device, batch, median_ms)") from err
-    speedups = {}
+        if not (isinstance(record, dict) and all(key in record for key in _SPEED_KEYS)
+                and isinstance(record["batch"], (int, float)) and isinstance(record["median_ms"], (int, float))):
+            raise ValueError(f"{path}: malformed record {record!r} (needs variant, device, batch, median_ms)")
+    slim = {(gain["device"], gain["batch"]): gain["speedup"] for gain in speedups(records)
+            if gain["variant"] == "slim"}
+    by_device = {}
     for device in ("cpu", "cuda"):
-        batches = [batch for (dev, batch), by_variant in times.items()
-                   if dev == device and {"original", "slim"} <= by_variant.keys()]
-        if batches:
-            by_variant = times[(device, max(batches))]
-            speedups[f"speedup_{device}"] = by_variant["original"] / by_variant["slim"]
-        else:
-            speedups[f"speedup_{device}"] = math.nan
-    return speedups
+        batches = [batch for dev, batch in slim if dev == device]
+        by_device[f"speedup_{device}"] = slim[(device, max(batches))] if batches else math.nan
+    return by_device
 
 
 def _compression_at_paper_error(metrics: dict) -> float:
@@ -113,7 +114,7 @@ def _compression_at_paper_error(metrics: dict) -> float:
 
 
 def _read_run(path: Path) -> dict:
-    metrics = _read_json(path)
+    metrics = read_json(path)
     if not isinstance(metrics, dict):
         raise ValueError(f"{path}: expected a JSON object of metrics, found {type(metrics).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in metrics]
@@ -155,11 +156,18 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 # ---- aggregation -----------------------------------------------------------------------------------------------------
+def _rank(name: str, order: list[str]) -> tuple[int, str]:
+    """Paper order first, unknown names after, alphabetically."""
+    return (order.index(name), "") if name in order else (len(order), name)
+
+
+def in_method_order(methods: Iterable[str]) -> list[str]:
+    """The distinct ``methods`` in ``METHOD_ORDER``, unknown ones after, alphabetically."""
+    return sorted(set(methods), key=lambda method: _rank(method, METHOD_ORDER))
+
+
 def _order_key(arch: str, method: str) -> tuple:
-    """Paper order first (ARCH_ORDER, METHOD_ORDER), unknown names after, alphabetically."""
-    def rank(name, order):
-        return (order.index(name), "") if name in order else (len(order), name)
-    return rank(arch, ARCH_ORDER) + rank(method, METHOD_ORDER)
+    return _rank(arch, ARCH_ORDER) + _rank(method, METHOD_ORDER)
 
 
 def _cells(runs: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
