@@ -1,7 +1,10 @@
-"""The ``sparsest`` threshold rule and the weights one pruned group removes (bcrepro.compress), on hand-made
-networks whose right answer is known: signal groups cost validation error, noise groups cost nothing."""
+"""The ``sparsest`` and ``auto`` threshold rules (one coordinate descent, two configurations) and the weights one pruned
+group removes (bcrepro.compress), on hand-made networks whose right answer is known: signal groups cost validation
+error, noise groups cost nothing."""
 import json
+import logging
 
+import pytest
 import torch
 
 from bcrepro import models
@@ -121,3 +124,88 @@ def test_a_second_pass_uses_room_that_a_later_layer_made():
     # pass 2: fc2 now has room for one signal group (1.0 -> 3.0 <= 3.5); pass 3 moves nothing and ends the search
     assert passes["groups_kept"] == [100, 59, 20] and passes["validation_error"] == 3.0
     assert max(t["pass"] for t in passes["trials"]) == 3
+
+
+def tiny_net():
+    """5 inputs -> 4 units -> 2 outputs, GNJ, with chosen statistics: inputs [0, -4, 2, -3, 1] (signal: -4, -3), units
+    [3, -5, 1, -2] (signal: -5). Weights per group: an input 4, a unit 2 + its row of 5; weights per layer 20 and 8."""
+    torch.manual_seed(0)
+    net = models.Net("tiny", torch.nn.Sequential(),
+                     torch.nn.Sequential(LinearGroupNJ(5, 4), torch.nn.ReLU(), LinearGroupNJ(4, 2)), (1, 1, 5), 2)
+    with torch.no_grad():
+        for layer, statistic in zip(net.prunable_layers(), ([0.0, -4.0, 2.0, -3.0, 1.0], [3.0, -5.0, 1.0, -2.0])):
+            layer.z_mu.fill_(1.0)
+            layer.z_logvar.copy_(torch.tensor(statistic))  # log alpha = z_logvar - log(1 + 1e-8)
+    signals = [torch.tensor([False, True, False, True, False]), torch.tensor([False, True, False, False])]
+    return net.eval(), signals
+
+
+def tried(*points):
+    return [{"threshold": t if t is None else pytest.approx(t), "groups_kept": k, "error_pct": e} for t, k, e in points]
+
+
+# Layer 0 with 4 midpoints [-3.5, -1.5, 0.5, 1.5] and max_candidates 2: candidates -3.5 (keeps -4 only, loses the
+# signal -3: 3 %) and 1.5 (1 %), then bisection tries -1.5 (keeps -4 and -3: 1 %) and takes it. Layer 1 with midpoints
+# [-3.5, -0.5, 2.0]: the first candidate, -3.5, keeps the one signal unit at no cost.
+INPUTS_TRIED = tried((-3.5, 1, 3.0), (-1.5, 2, 1.0), (1.5, 4, 1.0), (None, 5, 1.0))
+UNITS_TRIED = tried((-3.5, 1, 1.0), (None, 4, 1.0))
+
+
+def test_auto_searches_once_the_layer_with_most_weights_first():
+    net, signals = tiny_net()
+    thresholds, record = select_thresholds(net, {"rule": "auto", "max_candidates": 2}, Validation(signals))
+    assert thresholds == [pytest.approx(-1.5), pytest.approx(-3.5)]
+    assert record == {"rule": "auto", "thresholds": thresholds, "groups_kept": [2, 1], "groups_total": [5, 4],
+                      "max_error_increase": 0.1, "max_candidates": 2, "validation_error_baseline": 1.0,
+                      "validation_error": 1.0,
+                      "trials": [{"layer": 0, "tried": INPUTS_TRIED}, {"layer": 1, "tried": UNITS_TRIED}]}
+    assert list(record) == ["rule", "thresholds", "groups_kept", "groups_total", "max_error_increase",
+                            "max_candidates", "validation_error_baseline", "validation_error", "trials"]
+
+
+def test_sparsest_repeats_passes_until_no_threshold_moves(caplog):
+    net, signals = tiny_net()
+    with caplog.at_level(logging.INFO, logger="bcrepro.compress.thresholds"):
+        thresholds, record = select_thresholds(net, {"rule": "sparsest", "max_candidates": 2}, Validation(signals))
+    assert thresholds == [pytest.approx(-1.5), pytest.approx(-3.5)]
+    # pass 1 moves both layers (units first: 7 weights per group against 4); pass 2 finds the same thresholds, moves
+    # nothing and ends the search before pass 3
+    assert record == {"rule": "sparsest", "thresholds": thresholds, "groups_kept": [2, 1], "groups_total": [5, 4],
+                      "max_error_increase": 0.1, "max_candidates": 2, "passes": 3, "reference_error_pct": None,
+                      "validation_error_baseline": 1.0, "validation_error_bound": 1.1, "validation_error": 1.0,
+                      "order": [1, 0], "weights_per_group": [4.0, 7.0],
+                      "trials": [{"pass": 1, "layer": 1, "tried": UNITS_TRIED},
+                                 {"pass": 1, "layer": 0, "tried": INPUTS_TRIED},
+                                 {"pass": 2, "layer": 1, "tried": UNITS_TRIED},
+                                 {"pass": 2, "layer": 0, "tried": INPUTS_TRIED}]}
+    assert list(record) == ["rule", "thresholds", "groups_kept", "groups_total", "max_error_increase",
+                            "max_candidates", "passes", "reference_error_pct", "validation_error_baseline",
+                            "validation_error_bound", "validation_error", "order", "weights_per_group", "trials"]
+    assert [line.getMessage().split(" (bound")[0] for line in caplog.records] == [
+        "sparsest threshold 1/2, pass 1: layer 1 keeps 1 of 4 groups, validation error 1.00 %",
+        "sparsest threshold 2/2, pass 1: layer 0 keeps 2 of 5 groups, validation error 1.00 %",
+        "sparsest threshold 1/2, pass 2: layer 1 keeps 1 of 4 groups, validation error 1.00 %",
+        "sparsest threshold 2/2, pass 2: layer 0 keeps 2 of 5 groups, validation error 1.00 %"]
+
+
+def test_sparsest_never_trades_a_threshold_for_one_keeping_more_groups():
+    net, signals = tiny_net()
+    signals[1][3] = True  # unit 3 (statistic -2) is signal too
+
+    class Crossing(Validation):
+        """Input 0 (statistic 0) dead while unit 2 (statistic 1) lives costs 4 points."""
+
+        def __call__(self, det_net):
+            layers = det_net.prunable_layers()
+            crossing = bool(dead_groups(layers[0])[0]) and not bool(dead_groups(layers[1])[2])
+            return super().__call__(det_net) + (4.0 if crossing else 0.0)
+
+    thresholds, record = select_thresholds(net, {"rule": "sparsest", "max_candidates": 2}, Crossing(signals))
+    # pass 1: units -0.5 (keeps -5 and -2; -3.5 loses a signal unit), then inputs -1.5 (input 0 dies, unit 2 is dead)
+    # pass 2: both unit candidates fail (-3.5 loses a signal unit; 2.0 revives unit 2 with input 0 dead), so the search
+    # falls back to keeping every unit; the units keep -0.5, which still passes, and nothing moves
+    assert record["trials"][2] == {"pass": 2, "layer": 1,
+                                   "tried": tried((-3.5, 1, 3.0), (2.0, 3, 5.0), (None, 4, 1.0))}
+    assert thresholds == [pytest.approx(-1.5), pytest.approx(-0.5)]
+    assert record["groups_kept"] == [2, 2] and record["validation_error"] == 1.0
+    assert [t["pass"] for t in record["trials"]] == [1, 1, 2, 2]

@@ -1,9 +1,11 @@
 """Pruning thresholds on the group statistic, the rules that choose them, and the error-compression frontier.
 
 A group is kept iff its statistic (GNJ: log alpha; GHS: -E[log z^2]) is below its layer's threshold. The rules
-(``THRESHOLD_RULES``, docs/thresholds.md): ``fixed`` (values from the config), ``auto`` (the default: greedy, on a
-validation split held out of the training set), ``valley`` (Otsu's split of the statistic's histogram, with a
-separation guard) and ``sparsest`` (coordinate descent over the layers under one validation-error budget).
+(``THRESHOLD_RULES``, docs/thresholds.md): ``fixed`` (values from the config), ``valley`` (Otsu's split of the
+statistic's histogram, with a separation guard), and two configurations of ``coordinate_descent`` over the layers
+under one error budget on a validation split held out of the training set: ``sparsest`` (the BC LeNets' rule: passes
+until nothing moves, the layers whose groups carry the most weights first) and ``auto`` (VGG-16's rule: one pass, the
+layers with the most weights first; also the rule of a config that names none).
 ``threshold_curve`` records the validation error around the chosen thresholds, ``error_compression_frontier`` the
 error and compression of the ``sparsest`` rule at several budgets, and ``compression_at_error`` reads that frontier.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,7 +30,7 @@ from .masks import (architecture, check_thresholds, deterministic_net, full_mask
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module], float]  # a network -> its error in percent on some split
-DEFAULT_MAX_ERROR_INCREASE = 0.1  # percentage points of validation error the ``auto`` rule may spend
+DEFAULT_MAX_ERROR_INCREASE = 0.1  # percentage points of validation error ``auto`` and ``sparsest`` may spend
 DEFAULT_MAX_CANDIDATES = 32
 VALLEY_MAX_DEPTH = 0.5  # ``valley``: density at the split at most half the lower of the two peaks
 
@@ -87,10 +90,8 @@ def valley_threshold(statistic: np.ndarray, max_depth: float = VALLEY_MAX_DEPTH)
 
     Guard: a Gaussian kernel density with bandwidth = the pooled within-class standard deviation of Otsu's two classes
     must dip at the threshold to at most ``max_depth`` (0.5) times the lower of the two peaks on either side. A
-    unimodal sample has no such dip (Otsu's split then sits on a slope or at the mode), so every group is kept.
-    Simulated: no unimodal normal or uniform sample of >= 20 values, or samples from a tight N(-9, 0.01) like a fresh
-    initialisation, passes; two clusters 8 within-class sd apart pass from 20 values on. Heavy tails (log-normal, t3)
-    can have a few far outliers split off.
+    unimodal sample has no such dip (Otsu's split then sits on a slope or at the mode), so every group is kept
+    (docs/decisions.md).
     """
     split = otsu_split(statistic)
     if split is None:
@@ -157,7 +158,7 @@ def select_valley(net, config: dict, evaluate: Evaluate | None = None):
     return thresholds, threshold_record(net, "valley", thresholds, max_depth=max_depth)
 
 
-def _search_layer(n_midpoints: int, passes, max_candidates: int) -> int:
+def _most_pruning_index(n_midpoints: int, passes, max_candidates: int) -> int:
     """Index into the midpoints (``n_midpoints`` = keep all) of the threshold pruning the most groups that ``passes``.
 
     Scans the thinned candidates from the most pruning one, then bisects between the last failing and the first
@@ -179,8 +180,9 @@ def _search_layer(n_midpoints: int, passes, max_candidates: int) -> int:
     return passing
 
 
-def _greedy_layer_threshold(net, thresholds, i, statistic, evaluate, bound, current_error, max_candidates):
-    """``auto`` for layer ``i``: (threshold or None, validation error with it, JSON-able list of what was tried)."""
+def _layer_threshold(net, thresholds, i, statistic, evaluate, bound, current_error, max_candidates):
+    """Layer ``i``'s most pruning threshold within ``bound``, the other layers at ``thresholds``: (threshold or None,
+    validation error with it, JSON-able list of what was tried). ``current_error`` is the error of ``thresholds``."""
     midpoints = threshold_midpoints(statistic)
     keep_all = len(midpoints)
     errors = {keep_all: current_error}  # keeping all: the error of the choices so far, which passed
@@ -191,7 +193,7 @@ def _greedy_layer_threshold(net, thresholds, i, statistic, evaluate, bound, curr
             errors[index] = pruned_error(net, candidate, evaluate)
         return index == keep_all or errors[index] <= bound
 
-    chosen = _search_layer(keep_all, passes, max_candidates)
+    chosen = _most_pruning_index(keep_all, passes, max_candidates)
     threshold = None if chosen == keep_all else float(midpoints[chosen])
     tried = [{"threshold": None if k == keep_all else float(midpoints[k]),
               "groups_kept": int(len(statistic) if k == keep_all else (statistic < midpoints[k]).sum()),
@@ -199,40 +201,80 @@ def _greedy_layer_threshold(net, thresholds, i, statistic, evaluate, bound, curr
     return threshold, errors[chosen], tried
 
 
-def select_auto(net, config: dict, evaluate: Evaluate | None):
-    """``auto``: greedy per layer (largest weight count first) on a validation split held out of the training set.
+@dataclass(frozen=True)
+class Descent:
+    """What ``coordinate_descent`` chose and how: every rule that searches on validation error records these."""
+    thresholds: list[float | None]  # per prunable layer, None = keep all
+    baseline: float  # validation error of the unpruned posterior-mean net
+    bound: float  # the validation error every accepted threshold stays within
+    error: float  # validation error with ``thresholds``
+    order: list[int]  # the group layers in the order searched
+    trials: list[dict]  # per layer searched: {"pass", "layer", "tried": [{"threshold", "groups_kept", "error_pct"}]}
 
-    Baseline = validation error of the unpruned posterior-mean net. For each group layer, given the thresholds already
-    chosen, take the threshold that prunes the most groups with validation error <= baseline + ``max_error_increase``
-    (percentage points, default 0.1). Candidates: midpoints between consecutive sorted statistic values, thinned to
-    ``max_candidates`` (32) quantile positions, plus +inf; the chosen one is refined by bisection between its failing
-    neighbour and it. ``evaluate`` is called once per tried threshold.
+
+def coordinate_descent(net, evaluate: Evaluate, rule: str, *, leverage: Sequence[float | None],
+                       max_error_increase: float, max_candidates: int, passes: int,
+                       reference_error_pct: float | None = None) -> Descent:
+    """Coordinate descent over the group layers' thresholds under one validation-error budget.
+
+    Bound = max(unpruned validation error, ``reference_error_pct``) + ``max_error_increase`` (points); without a
+    reference, the unpruned error alone. Layers are searched by ``leverage`` (one value per prunable layer), largest
+    first, ties in layer order. Each layer in turn gets the most pruning threshold whose validation error stays within
+    the bound given the other layers' current thresholds: candidates are the midpoints between consecutive sorted
+    statistic values, thinned to ``max_candidates`` quantile positions, plus keep-all, and the chosen one is refined by
+    bisection between its failing neighbour and it. A threshold moves only to one that keeps fewer groups, so a pass
+    never keeps more groups than the one before; passes repeat (at most ``passes``) until one moves nothing, since
+    pruning one layer can lower the error and make room in another. ``evaluate`` is called once for the baseline and
+    once per tried threshold; ``rule`` names the progress lines.
     """
-    if evaluate is None:
-        raise ValueError("threshold rule 'auto' needs an evaluate callable (validation error in percent of a split "
-                         "held out of the training set); use rule 'fixed' or 'valley' without one")
-    max_increase = float(config.get("max_error_increase", DEFAULT_MAX_ERROR_INCREASE))
-    max_candidates = int(config.get("max_candidates", DEFAULT_MAX_CANDIDATES))
     layers = net.prunable_layers()
     statistics = group_statistics(net)
     thresholds: list[float | None] = [None] * len(layers)
     baseline = pruned_error(net, thresholds, evaluate)
-    bound = baseline + max_increase
-    group_layers = [i for i, s in enumerate(statistics) if s is not None]
-    order = sorted(group_layers, key=lambda i: -layer_weight(layers[i]).numel())
-    trials, current_error = [], baseline
-    for step, i in enumerate(order, 1):
-        started = time.perf_counter()
-        thresholds[i], current_error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate,
-                                                                      bound, current_error, max_candidates)
-        trials.append({"layer": i, "tried": tried})
-        kept = int(group_keep(layers[i], thresholds[i]).sum())
-        log.info("auto threshold %d/%d: layer %d keeps %d of %d groups, validation error %.2f %% (bound %.2f %%); "
-                 "%d networks evaluated in %.1f s", step, len(order), i, kept, len(statistics[i]), current_error,
-                 bound, len(tried) - 1, time.perf_counter() - started)
-    record = threshold_record(net, "auto", thresholds, max_error_increase=max_increase, max_candidates=max_candidates,
-                              validation_error_baseline=baseline, validation_error=current_error, trials=trials)
-    return thresholds, record
+    reference = -math.inf if reference_error_pct is None else float(reference_error_pct)
+    bound = max(baseline, reference) + max_error_increase
+    order = sorted((i for i, s in enumerate(statistics) if s is not None), key=lambda i: -leverage[i])
+    trials, error, moved = [], baseline, True
+    for pass_number in range(1, passes + 1):
+        if not moved:
+            break
+        moved = False
+        for step, i in enumerate(order, 1):
+            started = time.perf_counter()
+            candidate, candidate_error, tried = _layer_threshold(net, thresholds, i, statistics[i], evaluate, bound,
+                                                                 error, max_candidates)
+            if int(group_keep(layers[i], candidate).sum()) < int(group_keep(layers[i], thresholds[i]).sum()):
+                thresholds[i], error, moved = candidate, candidate_error, True
+            trials.append({"pass": pass_number, "layer": i, "tried": tried})
+            log.info("%s threshold %d/%d%s: layer %d keeps %d of %d groups, validation error %.2f %% (bound %.2f %%); "
+                     "%d networks evaluated in %.1f s", rule, step, len(order),
+                     f", pass {pass_number}" if passes > 1 else "", i, int(group_keep(layers[i], thresholds[i]).sum()),
+                     len(statistics[i]), error, bound, len(tried) - 1, time.perf_counter() - started)
+    return Descent(thresholds, baseline, bound, error, order, trials)
+
+
+def _search_settings(rule: str, config: dict, evaluate: Evaluate | None) -> tuple[float, int]:
+    """(max_error_increase, max_candidates) from ``config`` for a rule that searches on validation error."""
+    if evaluate is None:
+        raise ValueError(f"threshold rule {rule!r} needs an evaluate callable (validation error in percent of a split "
+                         "held out of the training set); use rule 'fixed' or 'valley' without one")
+    return (float(config.get("max_error_increase", DEFAULT_MAX_ERROR_INCREASE)),
+            int(config.get("max_candidates", DEFAULT_MAX_CANDIDATES)))
+
+
+def select_auto(net, config: dict, evaluate: Evaluate | None):
+    """``auto`` (VGG-16's rule): ``coordinate_descent`` in one pass, the layers with the most weights first, within
+    ``max_error_increase`` (points, default 0.1) of the unpruned net's validation error; ``max_candidates`` (32)."""
+    max_increase, max_candidates = _search_settings("auto", config, evaluate)
+    layers = net.prunable_layers()
+    leverage = [layer_weight(layer).numel() if isinstance(layer, GroupScaleLayer) else None for layer in layers]
+    found = coordinate_descent(net, evaluate, "auto", leverage=leverage, max_error_increase=max_increase,
+                               max_candidates=max_candidates, passes=1)
+    trials = [{"layer": t["layer"], "tried": t["tried"]} for t in found.trials]  # one pass: no pass numbers
+    record = threshold_record(net, "auto", found.thresholds, max_error_increase=max_increase,
+                              max_candidates=max_candidates, validation_error_baseline=found.baseline,
+                              validation_error=found.error, trials=trials)
+    return found.thresholds, record
 
 
 def weights_per_group(net) -> list[float | None]:
@@ -259,57 +301,32 @@ def weights_per_group(net) -> list[float | None]:
 
 
 def select_sparsest(net, config: dict, evaluate: Evaluate | None):
-    """``sparsest``: coordinate descent over the layers' thresholds, the layers whose groups carry the most weights
-    first, under one validation-error budget; it looks for the sparsest net the posterior allows, not for a cut.
+    """``sparsest`` (the BC LeNets' rule): ``coordinate_descent`` in up to ``passes`` passes (default 3), the layers
+    whose groups carry the most weights first; it looks for the sparsest net the posterior allows, not for a cut.
 
     Bound = max(unpruned validation error, ``reference_error_pct``) + ``max_error_increase`` (points, default 0.1):
     the paper states its budget against the dense reference (0.9 % -> 1.0 %), so with the dense net's validation
     error as ``reference_error_pct`` the budget is the same; a posterior already worse than the reference still gets
     ``max_error_increase`` over its own error. Order: layers by the weights one pruned group removes
     (``weights_per_group``; in LeNet-5 a conv2 channel takes its filter and its 16 fc1 inputs of every fc1 row, an fc2
-    input takes a whole fc1 row), so the budget goes first where it buys the most. Each layer in turn gets the most
-    pruning threshold that keeps the validation error within the bound given the other layers' current thresholds
-    (the ``auto`` search: thinned candidates, then bisection); passes repeat (at most ``passes``, default 3) until no
-    threshold moves, since pruning one layer can make room in another. A pass never keeps more groups than before.
+    input takes a whole fc1 row), so the budget goes first where it buys the most.
     """
-    if evaluate is None:
-        raise ValueError("threshold rule 'sparsest' needs an evaluate callable (validation error in percent of a "
-                         "split held out of the training set); use rule 'fixed' or 'valley' without one")
-    max_increase = float(config.get("max_error_increase", DEFAULT_MAX_ERROR_INCREASE))
-    max_candidates = int(config.get("max_candidates", DEFAULT_MAX_CANDIDATES))
+    max_increase, max_candidates = _search_settings("sparsest", config, evaluate)
     passes = int(config.get("passes", 3))
     reference = config.get("reference_error_pct")
     if passes < 1:
         raise ValueError(f"threshold rule 'sparsest': passes must be at least 1, got {passes}")
-    layers = net.prunable_layers()
-    statistics = group_statistics(net)
-    thresholds: list[float | None] = [None] * len(layers)
-    baseline = pruned_error(net, thresholds, evaluate)
-    bound = max(baseline, -math.inf if reference is None else float(reference)) + max_increase
     leverage = weights_per_group(net)
-    order = sorted((i for i, s in enumerate(statistics) if s is not None), key=lambda i: -leverage[i])
-    trials, current_error, moved = [], baseline, True
-    for pass_number in range(1, passes + 1):
-        if not moved:
-            break
-        moved = False
-        for i in order:
-            before = thresholds[i]
-            candidate, error, tried = _greedy_layer_threshold(net, thresholds, i, statistics[i], evaluate, bound,
-                                                              current_error, max_candidates)
-            kept_before = int(group_keep(layers[i], before).sum())
-            if int(group_keep(layers[i], candidate).sum()) < kept_before:
-                thresholds[i], current_error, moved = candidate, error, True
-            trials.append({"pass": pass_number, "layer": i, "tried": tried})
-            log.info("sparsest threshold, pass %d: layer %d keeps %d of %d groups, validation error %.2f %% "
-                     "(bound %.2f %%)", pass_number, i, int(group_keep(layers[i], thresholds[i]).sum()),
-                     len(statistics[i]), current_error, bound)
-    record = threshold_record(net, "sparsest", thresholds, max_error_increase=max_increase,
+    found = coordinate_descent(net, evaluate, "sparsest", leverage=leverage, max_error_increase=max_increase,
+                               max_candidates=max_candidates, passes=passes, reference_error_pct=reference)
+    record = threshold_record(net, "sparsest", found.thresholds, max_error_increase=max_increase,
                               max_candidates=max_candidates, passes=passes, reference_error_pct=reference,
-                              validation_error_baseline=baseline, validation_error_bound=bound,
-                              validation_error=current_error, order=order,
-                              weights_per_group=[None if w is None else float(w) for w in leverage], trials=trials)
-    return thresholds, record
+                              validation_error_baseline=found.baseline, validation_error_bound=found.bound,
+                              validation_error=found.error, order=found.order,
+                              weights_per_group=[None if w is None else float(w) for w in leverage],
+                              trials=found.trials)
+    return found.thresholds, record
+
 
 THRESHOLD_RULES = {"fixed": select_fixed, "valley": select_valley, "auto": select_auto, "sparsest": select_sparsest}
 
@@ -317,7 +334,8 @@ THRESHOLD_RULES = {"fixed": select_fixed, "valley": select_valley, "auto": selec
 def select_thresholds(net, config: dict | None = None, evaluate: Evaluate | None = None):
     """Thresholds (aligned with ``net.prunable_layers()``, None = keep all) and their JSON-able record.
 
-    ``config``: ``{"rule": "auto" | "fixed" | "valley", ...}`` (default ``auto``); ``evaluate``: validation error.
+    ``config``: ``{"rule": "sparsest" | "auto" | "valley" | "fixed", ...}``; without a rule, ``auto`` (the methods
+    name theirs: ``sparsest`` for the BC LeNets, ``auto`` for VGG-16). ``evaluate``: validation error.
     """
     config = dict(config or {})
     rule = config.get("rule", "auto")
