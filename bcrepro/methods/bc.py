@@ -5,10 +5,14 @@ statistic (thresholds chosen automatically by default), bit precision from the m
 """
 from __future__ import annotations
 
+from ..compress.thresholds import THRESHOLD_RULES
 from ..layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
+from ..layers.base import CLIP_MODES
+from ..layers.group_hs import SA_KL_CHOICES, STATISTIC_CHOICES
 from ..models import LayerFactory
+from .hyperparameters import Integer, ListOf, Mapping, Number, OneOf, OrNull, PerLayer
 from .registry import Method, register
-from .schedules import BAYESIAN_CIFAR, BAYESIAN_MNIST
+from .schedules import BAYESIAN_CIFAR, BAYESIAN_MNIST, TRAINING
 
 
 def _per_layer(value, index):
@@ -49,9 +53,9 @@ def _factory(linear_cls, conv_cls, extra_keys=("clip_mode",), per_layer_keys=("c
 # {"rule": "fixed", "values": [-2.8, -3.0, -5.0]} gives the tutorial's LeNet-300-100 thresholds instead.
 # lr_schedule: the LeNets train at a constant Adam rate, as the authors' lab code does; the Sparse VD schedule (decay to
 # 0 over the second half) froze the posterior before it was sparse (docs/decisions.md, results/ablation/).
-# clip_mode: "forward" on LeNet-300-100, where it gave 9.1x at 1.94 % (against 7.6x with the clamp); "parameter" on
-# LeNet-5, where the clamp's KL floor on fc1 pruned more whole units than forward clipping (33.9x against 40.3x at the
-# full budget; results/ablation/).
+# clip_mode: "forward" on LeNet-300-100, where it compressed more than the clamp; "parameter" on LeNet-5, where the
+# clamp's KL floor on fc1 rewards removing whole fc1 units, which forward clipping pruned fewer of (docs/decisions.md,
+# results/ablation/).
 _AUTO_THRESHOLDS = {"rule": "auto", "max_error_increase": 0.1}
 _SPARSEST_THRESHOLDS = {"rule": "sparsest", "max_error_increase": 0.1}
 _LENET = dict(BAYESIAN_MNIST, lr_schedule="constant", thresholds=_SPARSEST_THRESHOLDS)
@@ -70,9 +74,33 @@ _VGG_STATISTIC = ["noise"] * 13 + ["magnitude"] * 2
 _GHS_HP = {arch: dict(hp, tau0=1e-5, sa_kl="exact", statistic="magnitude") for arch, hp in _GNJ_HP.items()}
 _GHS_HP["vgg16"]["statistic"] = _VGG_STATISTIC
 
+# The forms of the keys above. thresholds: a rule of compress/thresholds.py (null: "auto") and that rule's options.
+_THRESHOLDS = OrNull(Mapping({
+    "rule": OneOf(*THRESHOLD_RULES),
+    "max_error_increase": Number(minimum=0),      # percentage points of validation error ("auto", "sparsest")
+    "max_candidates": Integer(minimum=1),         # thresholds tried per layer before bisection
+    "passes": Integer(minimum=1),                 # "sparsest": rounds over the layers
+    "reference_error_pct": Number(minimum=0),     # "sparsest": the budget's base instead of the network's own error
+    "max_depth": Number(),                        # "valley"
+    "values": PerLayer(OrNull(Number(), "keep every group")),  # "fixed"
+    "frontier": ListOf(Number(minimum=0)),        # validation budgets of the error-compression frontier
+}, what="a mapping of a threshold rule and its options"), "the auto rule")
+_GNJ_FORMS = dict(
+    TRAINING,
+    clip_var=PerLayer(OrNull(Number(above=0), "no clipping"), shared=True),
+    clip_mode=OneOf(*CLIP_MODES),
+    thresholds=_THRESHOLDS,
+)
+_GHS_FORMS = dict(
+    _GNJ_FORMS,
+    tau0=Number(above=0),
+    sa_kl=OneOf(*SA_KL_CHOICES),
+    statistic=PerLayer(OneOf(*STATISTIC_CHOICES), shared=True),
+)
+
 # Paper §5: VGG-16 is compressed from a pretrained network (its lower learning rate is chosen for that); the LeNets are
-# trained from scratch. A dense start gave LeNet-5 BC-GHS about a tenth more compression at one seed, not enough to
-# depart from the paper (docs/decisions.md); `bcrepro train --init` allows it.
+# trained from scratch, as the paper does; a dense start did not gain enough to depart from it (docs/decisions.md).
+# `bcrepro train --init` allows it.
 _FROM_DENSE = frozenset({"vgg16"})
 
 BC_GNJ = register(Method(
@@ -80,6 +108,7 @@ BC_GNJ = register(Method(
     description="Bayesian compression, group normal-Jeffreys prior (Louizos et al. 2017 §4.1)",
     layer_factory=_factory(LinearGroupNJ, Conv2dGroupNJ),
     hyperparameters=_GNJ_HP,
+    forms=_GNJ_FORMS,
     starts_from_dense=_FROM_DENSE,
     group_sparse=True,
 ))
@@ -90,6 +119,7 @@ BC_GHS = register(Method(
     layer_factory=_factory(LinearGroupHS, Conv2dGroupHS, extra_keys=("clip_mode", "tau0", "sa_kl"),
                            per_layer_keys=("clip_var", "statistic")),
     hyperparameters=_GHS_HP,
+    forms=_GHS_FORMS,
     starts_from_dense=_FROM_DENSE,
     group_sparse=True,
 ))

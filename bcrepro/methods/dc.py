@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import torch
 
+from ..compress.bitstream import MAX_INDEX_BITS
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models import LayerFactory
+from .hyperparameters import Integer, ListOf, Number, PerLayer
 from .registry import Method, register
+from .schedules import TRAINING
 
 
 def _factory(arch: str, hp: dict) -> LayerFactory:
@@ -71,9 +74,15 @@ def scheduled_steps(hp: dict) -> dict[str, int]:
     return {**steps, "quantize_iteration": int(hp["quantize_iteration"])}
 
 
-# Retraining with the Caffe LeNet solver (docs/baselines.md §0) at its base rate 0.01: a tenth of it (Han et al.'s
-# rule, which assumes the net was trained by the same solver) left LeNet-300-100 at 1.07 % training error after 30
-# epochs, not fitted again after the last pruning round (docs/decisions.md). No iteration counts were published for
+def scale_schedule(hp: dict, scale: float) -> dict:
+    """The pruning rounds and the quantisation at the same fraction of a run ``scale`` times as long."""
+    return {"prune_iterations": [round(n * scale) for n in hp["prune_iterations"]],
+            "quantize_iteration": round(hp["quantize_iteration"] * scale)}
+
+
+# Retraining with the Caffe LeNet solver (docs/baselines.md §0) at its base rate 0.01, not Han et al.'s tenth of the
+# training rate: that rule assumes the net was trained by the same solver, ours are trained with Adam, and a tenth did
+# not fit LeNet-300-100 again after the last pruning round (docs/decisions.md). No iteration counts were published for
 # the MNIST nets: 3 pruning rounds 4,300 iterations (5 epochs) apart, retraining to iteration 17,200 (20 epochs),
 # centroid fine-tuning for the last 10 epochs.
 _SOLVER = dict(epochs=30, batch_size=64, lr=0.01, lr_schedule="inv", lr_gamma=1e-4, lr_power=0.75, optimizer="sgd",
@@ -89,7 +98,15 @@ DC = register(Method(
         # kept 66/12/8/19 %; 256 clusters for the convs, 32 for the FC layers.
         "lenet5": dict(_SOLVER, kept_fraction=[0.66, 0.12, 0.08, 0.19], weight_bits=[8, 8, 5, 5]),
     },
+    forms=dict(
+        TRAINING,
+        kept_fraction=PerLayer(Number(above=0, maximum=1)),
+        weight_bits=PerLayer(Integer(minimum=1, maximum=MAX_INDEX_BITS)),  # the compressed file's widest index
+        prune_iterations=ListOf(Integer(minimum=0)),  # optimiser steps (0-based), one per pruning round
+        quantize_iteration=Integer(minimum=0),
+    ),
     starts_from_dense=True,
     after_step=after_step,
     scheduled_steps=scheduled_steps,
+    scale_schedule=scale_schedule,
 ))

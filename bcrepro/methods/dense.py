@@ -1,7 +1,7 @@
 """``dense``: the uncompressed reference network, plain ``nn.Linear``/``nn.Conv2d`` layers, no KL."""
 from ..models import PLAIN
 from .registry import Method, register
-from .schedules import DENSE_CIFAR, DENSE_MNIST
+from .schedules import DENSE_CIFAR, DENSE_MNIST, TRAINING
 
 DENSE = register(Method(
     name="dense",
@@ -12,4 +12,5 @@ DENSE = register(Method(
         "lenet5": dict(DENSE_MNIST),
         "vgg16": dict(DENSE_CIFAR),
     },
+    forms=TRAINING,
 ))

@@ -14,7 +14,9 @@ import torch
 
 from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..models import LayerFactory
+from .hyperparameters import Integer, Number, PerLayer
 from .registry import Method, register
+from .schedules import TRAINING
 
 
 def _factory(arch: str, hp: dict) -> LayerFactory:
@@ -71,6 +73,11 @@ def scheduled_steps(hp: dict) -> dict[str, int]:
     return {f"iter_stop[{i}]": int(n) for i, n in enumerate(hp["iter_stop"])}
 
 
+def scale_schedule(hp: dict, scale: float) -> dict:
+    """The end of surgery at the same fraction of a run ``scale`` times as long (at least one step of surgery)."""
+    return {"iter_stop": [max(1, round(n * scale)) for n in hp["iter_stop"]]}
+
+
 # The authors' Caffe LeNet solver (docs/baselines.md §0, §3.3): SGD, momentum 0.9, weight decay 5e-4, lr 0.01 with the inv
 # policy (gamma 1e-4, power 0.75), batch 64. 16K surgery iterations for LeNet-5 and 25K for LeNet-300-100 (DNS
 # Table 1), i.e. 19 and 29 epochs of our 55,000 training images.
@@ -85,12 +92,19 @@ DNS = register(Method(
         # The author's LeNet-5 settings (issue yiwenguo/Dynamic-Network-Surgery#2).
         "lenet5": dict(_SOLVER, epochs=19, c_rate=[1.0, 3.0, 4.0, 2.5], iter_stop=[14000, 14000, 10000, 10000]),
         # Never published for LeNet-300-100: calibrated in full runs from our MNIST dense reference to the released
-        # model's 1.85 / 1.84 / 4.9 % kept (reached 1.86 / 1.90 / 4.6 %; the Fashion-MNIST calibration [2.0, 3.05,
-        # 3.3] kept 1.86 / 2.76 / 10.4 % on MNIST, [2.0, 3.55, 4.0] 1.87 / 2.25 / 6.3 %; docs/decisions.md).
+        # model's 1.85 / 1.84 / 4.9 % kept per layer (docs/decisions.md has the runs).
         "lenet300": dict(_SOLVER, epochs=29, c_rate=[2.0, 3.95, 4.25], iter_stop=[20000, 20000, 20000]),
     },
+    forms=dict(
+        TRAINING,
+        c_rate=PerLayer(Number()),  # threshold = mean + c_rate * std of |w|: a negative rate is allowed
+        iter_stop=PerLayer(Integer(minimum=0)),  # optimiser steps of surgery
+        surgery_gamma=Number(minimum=0),
+        surgery_power=Number(minimum=0),
+    ),
     starts_from_dense=True,
     prepare=prepare,
     after_step=after_step,
     scheduled_steps=scheduled_steps,
+    scale_schedule=scale_schedule,
 ))

@@ -1,4 +1,26 @@
-"""Training budgets shared by several methods, each written once with its source."""
+"""Training budgets shared by several methods, each written once with its source, and the form of every training
+setting (``TRAINING``: the keys ``bcrepro.train.TrainConfig`` and the data split read)."""
+from .hyperparameters import AnyOf, Boolean, Fraction, Integer, Number, OneOf
+
+# The training settings' forms; every method's forms start from these. The names of lr_schedule and optimizer are
+# those bcrepro.train accepts (its LR_SCHEDULES and OPTIMIZERS; a test keeps the two lists equal).
+TRAINING = dict(
+    epochs=Integer(minimum=1),
+    batch_size=Integer(minimum=1),
+    lr=Number(above=0),
+    lr_schedule=OneOf("constant", "cosine", "constant_then_linear", "linear", "inv"),
+    kl_warmup_epochs=Number(minimum=0),        # fractional after --epoch-scale
+    kl_warmup_start_epochs=Number(minimum=0),
+    weight_decay=Number(minimum=0),
+    optimizer=OneOf("adam", "sgd"),
+    momentum=Number(minimum=0, maximum=1),     # SGD only
+    lr_gamma=Number(minimum=0),                # the "inv" schedule only
+    lr_power=Number(minimum=0),
+    augment=Boolean(),
+    dropout=Boolean(),                         # the dense VGG recipe's (models.vgg16)
+    # images held out of the training set to choose thresholds: a count or a fraction (data's resolve_validation_size)
+    validation_size=AnyOf(Integer(minimum=0), Number(above=0, below=1), Fraction()),
+)
 
 # Paper budget for the MNIST networks. The BC paper's appendix values could not be verified (docs/decisions.md);
 # we use the schedule of Sparse VD's reference code from the same group and year (docs/baselines.md §5.2): 200 epochs of

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from ..layers.sparse_vd import Conv2dSVDO, LinearSVDO
 from ..models import LayerFactory
+from .hyperparameters import Boolean
 from .registry import Method, register
+from .schedules import TRAINING
 
 
 def _factory(arch: str, hp: dict) -> LayerFactory:
@@ -33,4 +35,5 @@ SPARSE_VD = register(Method(
         "lenet300": dict(_SCHEDULE, lr_schedule="constant_then_linear"),  # lenet300-100-ard.py: lr_linear(e, 1e-3)
         "lenet5": dict(_SCHEDULE, lr_schedule="linear"),                   # lenet5-ard.py: lr_linear_to0(e, 1e-3)
     },
+    forms=dict(TRAINING, train_clip=Boolean()),
 ))

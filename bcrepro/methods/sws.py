@@ -15,7 +15,9 @@ from ..layers.masked import MaskedConv2d, MaskedLinear
 from ..layers.mixture_prior import GaussianMixturePrior
 from ..models import LayerFactory
 from ..weight_sharing import assign_components, merge_close_components
+from .hyperparameters import Integer, ListOf, Number, OrNull
 from .registry import Method, register
+from .schedules import TRAINING
 
 N_COMPONENTS = 17  # 2^4 learned + the zero component (paper §4.2)
 
@@ -61,25 +63,39 @@ def finalize(net, hp: dict) -> None:
         layer.set_codebook(means[nonzero], assignments)
 
 
-# Paper §4.2 and the tutorial (docs/baselines.md §4.2): 17 components, pi_0 = 0.999, 100 epochs of Adam, the weights at the
-# pretraining rate. The mixture trains at the tutorial's rates (means 1e-4, log-precisions and mixing 3e-3): at the
-# paper's 5e-4 for all three ("a very sensitive parameter") the means moved as fast as the precisions sharpened, so
-# the still-broad components dragged every mean onto the bulk of the weights at 0 within 3 epochs of Fashion-MNIST
-# LeNet-300-100, and snapping then zeroed every weight (90 % error). tau = 0.05, the paper's text, with the mean
-# cross-entropy and the prior term divided by N (the paper's summed likelihood, rescaled). The re-implementations' 5e-3
-# (the tutorial: 0.003) pulled too weakly on MNIST LeNet-300-100: 15.7 % of the weights kept after 100 epochs, against
-# 5.0 % at 0.05 (docs/decisions.md, with the numbers). The paper's LeNet-300-100 run had no hyper-priors and its
-# LeNet-5 values came from an unpublished Spearmint search; we use the tutorial's Gamma priors on both (without them
-# the variances collapse, §4.5). Batch 128 (~18K updates in 40 epochs).
+# Paper §4.2 and the tutorial (docs/baselines.md §4.2): 17 components, pi_0 = 0.999, 100 epochs of Adam, the weights
+# at the pretraining rate. The mixture trains at the tutorial's rates (means 1e-4, log-precisions and mixing 3e-3), not
+# the paper's 5e-4 for all three ("a very sensitive parameter"): the means must move slower than the precisions sharpen,
+# or the still-broad components drag every mean onto the bulk of the weights at 0 and snapping zeroes every weight
+# (docs/decisions.md). tau = 0.05, the paper's text, with the mean cross-entropy and the prior term divided by N (the
+# paper's summed likelihood, rescaled); the re-implementations' 5e-3 (the tutorial's 3e-3) pulls too weakly to prune
+# as much as the paper (docs/decisions.md). The paper's LeNet-300-100 run had no hyper-priors and its LeNet-5 values
+# came from an unpublished Spearmint search; we use the tutorial's Gamma priors on both (without them the variances
+# collapse, §4.5). Batch 128: the paper's Spearmint runs made about 18K updates in 40 epochs of MNIST, about 130
+# images per update.
 _SWS = dict(epochs=100, batch_size=128, lr=1e-3, lr_schedule="constant", kl_warmup_epochs=0, weight_decay=0.0,
             augment=False, validation_size="1/12", n_components=N_COMPONENTS, pi_zero=0.999, tau=0.05, init_std=0.25,
             zero_gamma=[5000.0, 2.0], gamma=[250.0, 0.1], lr_means=1e-4, lr_log_precisions=3e-3, lr_mixing=3e-3,
             merge_kl=1e-10)
+_GAMMA = OrNull(ListOf(Number(above=0), length=2), "no hyper-prior")  # a Gamma prior's (shape, rate)
 SWS = register(Method(
     name="sws",
     description="Soft weight-sharing: retraining under a learned Gaussian-mixture prior (Ullrich et al. 2017)",
     layer_factory=_factory,
     hyperparameters={"lenet300": dict(_SWS), "lenet5": dict(_SWS)},
+    forms=dict(
+        TRAINING,
+        n_components=Integer(minimum=2),  # the zero component and at least one learned mean
+        pi_zero=Number(above=0, below=1),
+        tau=Number(minimum=0),
+        init_std=Number(above=0),
+        zero_gamma=_GAMMA,
+        gamma=_GAMMA,
+        lr_means=Number(minimum=0),
+        lr_log_precisions=Number(minimum=0),
+        lr_mixing=Number(minimum=0),
+        merge_kl=Number(minimum=0),
+    ),
     starts_from_dense=True,
     attach=attach,
     prepare=prepare,
