@@ -7,7 +7,7 @@
 
 Workflow verbs (each one Snakemake rule): ``stage`` (check or download a data set), ``mlflow-init`` (create the store
 once), ``table`` and ``figures`` (aggregate ``results/runs``), ``mlflow-import`` (replay deferred runs into the store).
-Run-level verbs log to MLflow with ``--mlflow-uri URI [--mlflow-mode direct|deferred]`` (``bcrepro.report.tracking``).
+Run-level verbs log to MLflow with ``--mlflow-uri URI [--mlflow-mode direct|deferred]`` (``bcrepro.tracking``).
 
 Errors (unknown names, bad parameters, missing data, a diverging loss) print one line naming the problem and exit
 with status 1 (2 for command-line usage errors); no output file is left half-written. ``--max-minutes`` stops a
@@ -18,57 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
-import time
 from pathlib import Path
 
-import torch
 import yaml
 
-from . import data, gpu_slots, models
-from .atomic import write_atomically, write_json
-from .compress import bitstream, pipeline
-from .compress.evaluation import PrefixReusingErrorRate
-from .compress.masks import propagate_masks
-from .compress.thresholds import DEFAULT_FRONTIER_BUDGETS, monitor_groups_kept
-from .deploy import cpu_memory, slim, speed
-from .methods import METHODS, get_method
-from .report import tracking
+from . import data, models, tracking
+from .atomic import write_json
+from .cells import Tracking, compress_cell, open_cell_run, speedup_cell, train_cell
+from .cells.options import DEFAULT_EXPERIMENT
+from .cells.timing import DEFAULT_BATCH_SIZES
+from .deploy import speed
 from .errors import UsageError
-from .runs import (ARTEFACT_FILE, CHECKPOINT, COMPRESSED_FILE, HISTORY_FILE, METRICS_FILE, MLFLOW_MODEL_DIR, MODEL_FILE,
-                   POSTERIOR_FILE, RUN_FILE, SLIM_FILE, SPEED_FILE, build_net, compressed_cells,
-                   init_from_dense, load_dataset_for_run, load_trained)
-from .train import TimeLimitReached, TrainConfig, TrainingDiverged, error_rate, train
+from .methods import METHODS
+from .runs import METRICS_FILE, RUN_FILE, compressed_cells
+from .cells.pool import FAILED, OK, TIME_LIMIT, USER_ERRORS
+from .train import TimeLimitReached
 
 log = logging.getLogger("bcrepro")
-
-DEFAULT_EXPERIMENT = "bcrepro"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but torch sees no CUDA device; use --device auto or cpu")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def job_device(args) -> torch.device:
-    """The device of a training or compression job: ``--device``, and with ``--gpu-slots DIR`` on a machine with
-    several visible GPUs, the GPU of a slot claimed in ``DIR`` (``bcrepro.gpu_slots``), so that jobs running at once
-    spread over the GPUs, at most ``--jobs-per-gpu`` on each."""
-    device = resolve_device(args.device)
-    if device.type != "cuda" or not getattr(args, "gpu_slots", None) or torch.cuda.device_count() < 2:
-        return device
-    index = gpu_slots.claim(Path(args.gpu_slots), gpu_slots.cuda_device_ids(), args.jobs_per_gpu)
-    if index is None:
-        return device
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
@@ -108,152 +75,6 @@ def read_params_json(text: str | None) -> dict:
     return loaded
 
 
-def scale_epochs(params: dict, scale: float) -> dict:
-    """Multiply the epoch budget (and the KL warm-up, its start and iteration counts such as DNS's ``iter_stop`` with
-    it) by ``scale``; at least one epoch."""
-    if not scale > 0:
-        raise UsageError(f"--epoch-scale must be > 0, got {scale}")
-    if scale == 1.0:
-        return params
-    scaled = dict(params, epochs=max(1, round(params["epochs"] * scale)))
-    for key in ("kl_warmup_epochs", "kl_warmup_start_epochs"):
-        if key in params:
-            scaled[key] = params[key] * scale
-    if "iter_stop" in params:
-        scaled["iter_stop"] = [max(1, round(n * scale)) for n in params["iter_stop"]]
-    if "prune_iterations" in params:
-        scaled["prune_iterations"] = [round(n * scale) for n in params["prune_iterations"]]
-    if "quantize_iteration" in params:
-        scaled["quantize_iteration"] = round(params["quantize_iteration"] * scale)
-    return scaled
-
-
-def cell_run(args, run: dict, out: Path) -> tracking.CellRun:
-    """The MLflow run of this (arch, method, seed), opened or continued by this job."""
-    mode = args.mlflow_mode or ("direct" if args.mlflow_uri else "off")
-    if mode == "direct" and not args.mlflow_uri:
-        raise UsageError("--mlflow-mode direct needs --mlflow-uri (e.g. sqlite:///results/mlflow.db)")
-    cell = {key: run[key] for key in ("arch", "method", "seed", "dataset")}
-    return tracking.CellRun(out, uri=args.mlflow_uri, experiment=args.mlflow_experiment, mode=mode,
-                            rule=args.rule or args.verb, cell=cell)
-
-
-def epoch_metrics(record: dict) -> dict:
-    """The per-epoch values MLflow plots while a run trains (groups or weights kept as a fraction, per layer and
-    overall)."""
-    metrics = {key: record[key] for key in ("loss", "cross_entropy", "kl", "kl_weight", "lr", "train_error_pct",
-                                            "test_error_pct", "seconds")}
-    for i, (kl, floor) in enumerate(record.get("kl_layers") or []):
-        metrics[f"kl.layer{i}"] = kl
-        metrics[f"kl_floor.layer{i}"] = floor
-    for unit in ("groups", "weights"):
-        pairs = record.get(f"{unit}_kept") or []  # [kept, total] per layer
-        for i, (kept, total) in enumerate(pairs):
-            metrics[f"{unit}_kept_fraction.layer{i}"] = kept / total
-        if pairs:
-            metrics[f"{unit}_kept_fraction"] = sum(k for k, _ in pairs) / sum(t for _, t in pairs)
-    return metrics
-
-
-def check_schedule(method, params: dict, n_train: int) -> None:
-    """Refuse a run whose iteration-counted schedule (DC's pruning and quantisation, DNS's end of surgery) would not
-    happen within its optimiser steps: it would train, report and never say that its method did not run."""
-    if method.scheduled_steps is None:
-        return
-    steps_per_epoch = math.ceil(n_train / params["batch_size"])
-    total = params["epochs"] * steps_per_epoch
-    late = {name: step for name, step in method.scheduled_steps(params).items() if step >= total}
-    if late:
-        scale = total / max(late.values()) * 0.9
-        raise UsageError(
-            f"{method.name}: this run has {total} optimiser steps ({params['epochs']} epochs of {steps_per_epoch} "
-            f"at batch {params['batch_size']} on {n_train} training images), but its schedule acts at "
-            + ", ".join(f"{name} = {step}" for name, step in late.items())
-            + " (set for MNIST's 55,000 images at batch 64). Give more epochs, or scale the schedule, e.g. "
-            f"--params-json with every iteration count times {scale:.3g}")
-
-
-# Settings that only `compress` reads: a run may resume, or be declared again, under other values, which then replace
-# the stored ones (training never reads them, so the trained network is the same).
-COMPRESSION_ONLY_PARAMS = ("thresholds",)
-
-
-def training_identity(run: dict) -> dict:
-    """What makes two runs' training the same: ``run.json``'s identity, its params without compression-only ones."""
-    identity = {k: run.get(k) for k in ("arch", "method", "dataset", "seed", "init")}
-    identity["params"] = {k: v for k, v in (run.get("params") or {}).items() if k not in COMPRESSION_ONLY_PARAMS}
-    return identity
-
-
-def cmd_train(args) -> None:
-    method = get_method(args.method)
-    overrides = {**read_params_file(args.params), **read_params_json(args.params_json)}
-    params = scale_epochs(method.params_for(args.arch, overrides), args.epoch_scale)
-    if args.epochs is not None:
-        params["epochs"] = args.epochs
-    device = job_device(args)
-    out = Path(args.out)
-    run = {"arch": args.arch, "method": args.method, "dataset": args.dataset, "seed": args.seed,
-           "data_root": args.data_root, "download": not args.no_download, "device": str(device),
-           "init": args.init, "params": params}
-    run_path = out / RUN_FILE
-    if run_path.exists():
-        previous = json.loads(run_path.read_text())
-        old, new = training_identity(previous), training_identity(run)
-        if old != new:
-            differ = [k for k in old if k != "params" and old[k] != new[k]]
-            old_params, new_params = old["params"], new["params"]
-            differ += [f"params.{k} ({old_params.get(k)!r} there, {new_params.get(k)!r} here)"
-                       for k in sorted(set(old_params) | set(new_params)) if old_params.get(k) != new_params.get(k)]
-            raise UsageError(f"{out} holds a run of {previous['arch']}/{previous['method']}, seed "
-                             f"{previous['seed']} with other settings: {', '.join(differ)}; use another --out or "
-                             f"delete it")
-        if (out / METRICS_FILE).exists() or (out / MODEL_FILE).exists():
-            if previous.get("params") != params:  # only settings that compression reads differ
-                write_json(dict(previous, params=params), run_path)
-                log.info("%s is already trained; its compression settings are updated in %s (run `compress` again to "
-                         "apply them)", out, RUN_FILE)
-            else:
-                log.info("%s is already trained; nothing to do (delete %s to retrain)", out, MODEL_FILE)
-            return
-
-    splits = load_dataset_for_run(run, device)
-    check_schedule(method, params, len(splits.train_y))
-    torch.manual_seed(args.seed)
-    net = build_net(args.arch, args.method, params, splits)
-    if args.init:
-        init_from_dense(net, Path(args.init))
-    elif method.starts_from(args.arch):
-        log.warning("%s starts from a dense reference in the paper's table; training from scratch (no --init)",
-                    args.method)
-    if method.prepare is not None and not (out / CHECKPOINT).exists():
-        method.prepare(net, params)
-    config = TrainConfig.from_params(params, seed=args.seed)  # every setting checked before the first file
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(run, run_path)
-    log.info("training %s/%s on %s (%d train, %d validation, %d test) on %s: %s", args.arch, args.method,
-             splits.name, len(splits.train_y), len(splits.val_y), len(splits.test_y), device, config)
-    tic = time.perf_counter()
-    time_limit = None if args.max_minutes is None else 60.0 * args.max_minutes
-    with cell_run(args, run, out) as tracker:
-        tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **params})
-        tracker.log_dataset(splits.name, data.splits_digest(splits),
-                            "synthetic" if run["dataset"] == "synthetic" else str(Path(run["data_root"]).resolve()))
-        history = train(net, splits, config, out, device, groups_kept=monitor_groups_kept,
-                        time_limit_s=time_limit, snapshot_epochs=set(args.snapshot_epochs or ()),
-                        after_step=None if method.after_step is None else method.after_step(net, params),
-                        on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
-        train_seconds = sum(record["seconds"] for record in history)
-        torch.save(net.state_dict(), out / MODEL_FILE)
-        write_json(history, out / HISTORY_FILE)
-        write_json({**run, "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - tic,
-                    "mlflow_run_id": tracker.run_id}, run_path)
-        tracker.log_metrics({"train_seconds": train_seconds})
-        tracker.log_artifact(out / MODEL_FILE, "state_dicts")
-        tracker.log_artifact(out / HISTORY_FILE)
-    log.info("saved %s (%.1f s of training)", out / MODEL_FILE, train_seconds)
-
-
 def parse_json_option(name: str, text: str):
     try:
         return json.loads(text)
@@ -261,124 +82,32 @@ def parse_json_option(name: str, text: str):
         raise UsageError(f"{name} is not valid JSON ({err}): {text!r}") from None
 
 
-def reference_validation_error(reference: Path, run: dict, splits: data.DataSplits, device: torch.device) -> float:
-    """The dense reference's error (percent) on this run's validation split: the threshold budget is stated
-    against it. The reference must have been trained on the same data with the same hold-out."""
-    ref_run, ref_splits, ref_net = load_trained(reference, device)
-    if ref_run["dataset"] != run["dataset"] or len(ref_splits.val_y) != len(splits.val_y) or not torch.equal(
-            ref_splits.val_y, splits.val_y):
-        raise UsageError(f"--reference-run {reference} was trained on {ref_run['dataset']} with "
-                         f"{len(ref_splits.val_y)} validation images, this run on {run['dataset']} with "
-                         f"{len(splits.val_y)}: the reference's validation error would be measured on other images")
-    error = error_rate(ref_net, splits.val_x, splits.val_y)
-    log.info("reference %s (%s): %.2f %% validation error", reference, ref_run["method"], error)
-    return error
+def tracking_options(args) -> Tracking:
+    return Tracking(uri=args.mlflow_uri, experiment=args.mlflow_experiment, mode=args.mlflow_mode, rule=args.rule)
+
+
+def cmd_train(args) -> None:
+    params = {**read_params_file(args.params), **read_params_json(args.params_json)}
+    train_cell(args.out, arch=args.arch, method=args.method, dataset=args.dataset, seed=args.seed,
+               data_root=args.data_root, download=not args.no_download, params=params, init=args.init,
+               epochs=args.epochs, epoch_scale=args.epoch_scale, max_minutes=args.max_minutes,
+               snapshot_epochs=args.snapshot_epochs or (), device=args.device, gpu_slots=args.gpu_slots,
+               jobs_per_gpu=args.jobs_per_gpu, tracking=tracking_options(args))
 
 
 def cmd_compress(args) -> None:
-    out = Path(args.run)
-    device = job_device(args)
-    run, splits, net = load_trained(out, device)
-    thresholds = run["params"].get("thresholds")
+    thresholds = None
     if args.thresholds_json is not None:
         thresholds = parse_json_option("--thresholds-json", args.thresholds_json)
-    if args.reference_run is not None:
-        thresholds = {**(thresholds or {}), "reference_error_pct": reference_validation_error(
-            Path(args.reference_run), run, splits, device)}
-    # the threshold search and curve evaluate hundreds of networks differing in one layer: reuse what they share
-    validation = PrefixReusingErrorRate(splits.val_x, splits.val_y) if len(splits.val_y) else None
-    result = pipeline.compress(net, thresholds, validation,
-                                  lambda module: error_rate(module, splits.test_x, splits.test_y),
-                                  frontier_budgets=(thresholds or {}).get("frontier",
-                                                                          DEFAULT_FRONTIER_BUDGETS))
-    precision = result.precision
-    deployable = result.quantized_net if result.quantized_net is not None else result.pruned_net
-    compressed_bytes = pipeline.save_compressed(
-        out / COMPRESSED_FILE, deployable, result.masks,
-        None if precision is None else precision.rounded_weights, None if precision is None else precision.bits)
-    artefact = bitstream.encode_layers(result.encoded, [(m.out_mask.cpu().numpy(), m.in_mask.cpu().numpy())
-                                                        for m in result.masks],
-                                       biases=[layer.bias.detach().cpu().numpy()
-                                               for layer in deployable.prunable_layers()])
-    write_atomically(out / ARTEFACT_FILE, lambda handle: handle.write(artefact))
-    slimmed = None
-    try:
-        slimmed = slim.slim_net(deployable, result.masks)
-        slim.save_slim(slimmed, out / SLIM_FILE)
-    except ValueError as err:  # a module slim_net cannot slim (it names it); the other outputs stand
-        log.warning("no slimmed export for this run: %s", err)
-    if net.group_layers():
-        pipeline.save_posterior(out / POSTERIOR_FILE, net, result.thresholds, result.masks)
-    with cell_run(args, run, out) as tracker:
-        metrics = {
-            "arch": run["arch"], "method": run["method"], "seed": run["seed"], "dataset": run["dataset"],
-            **result.metrics,
-            "compressed_bytes": compressed_bytes,
-            "artefact_bytes": len(artefact),
-            "compression_on_disk": 4 * result.metrics["total_weights"] / len(artefact),  # float32 original
-            "mlflow_run_id": tracker.run_id or run.get("mlflow_run_id"),
-            "train_seconds": run.get("train_seconds"),
-        }
-        write_json(metrics, out / METRICS_FILE)
-        tracker.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))
-                             and not isinstance(value, bool) and key != "seed"})
-        tracker.log_params({"thresholds.rule": metrics["thresholds"].get("rule"),
-                            "architecture": "-".join(map(str, metrics["architecture"])),
-                            "bits": "-".join(map(str, metrics["bits"] or [])) or "none"})
-        for name in (METRICS_FILE, COMPRESSED_FILE, ARTEFACT_FILE, SLIM_FILE, POSTERIOR_FILE):
-            if (out / name).exists():
-                tracker.log_artifact(out / name, "compressed" if name != METRICS_FILE else None)
-        if slimmed is not None:  # loadable with mlflow.pytorch.load_model("runs:/<id>/slim_model")
-            tracker.log_pytorch_model(slimmed.cpu().eval(), out / MLFLOW_MODEL_DIR, MLFLOW_MODEL_DIR)
-    if metrics["empty_layers"]:
-        log.warning("layers %s keep no weight: the network's output no longer depends on its input, every rate is "
-                    "infinite (null in %s) and the error is chance level", metrics["empty_layers"], METRICS_FILE)
-
-    def rate(value) -> str:
-        return "inf" if value is None else f"{value:.1f}x"
-
-    quantized = metrics["error_quantized_pct"]
-    log.info("wrote %s: error %.2f%% -> pruned %.2f%% -> quantized %s; architecture %s; bits %s; compression %s after "
-             "pruning, %s after precision reduction, %s maximum (computed), %s on disk (%s, %d bytes)",
-             out / METRICS_FILE, metrics["error_pct"], metrics["error_pruned_pct"],
-             "n/a" if quantized is None else f"{quantized:.2f}%", "-".join(map(str, metrics["architecture"])),
-             metrics["bits"], rate(metrics["compression_pruning"]),
-             "n/a" if precision is None else rate(metrics["compression_precision"]),
-             rate(metrics["compression_max"]), rate(metrics["compression_on_disk"]), ARTEFACT_FILE,
-             metrics["artefact_bytes"])
+    compress_cell(args.run, thresholds=thresholds, reference_run=args.reference_run, device=args.device,
+                  gpu_slots=args.gpu_slots, jobs_per_gpu=args.jobs_per_gpu, tracking=tracking_options(args))
 
 
 def cmd_speedup(args) -> None:
-    out = Path(args.run)
-    metrics_path = out / METRICS_FILE
-    if not metrics_path.exists():
-        raise UsageError(f"{out} has no {METRICS_FILE}; run `bcrepro compress --run {out}` first")
-    device = resolve_device(args.device)
-    run, splits, net = load_trained(out, torch.device("cpu"))
-    thresholds = json.loads(metrics_path.read_text())["thresholds"].get("thresholds")
-    masks = propagate_masks(net, thresholds if net.group_layers() else None)
-    single_weights = not get_method(run["method"]).group_sparse and run["method"] != "dense"
-    stock_pooling = args.stock_pooling or speed.stock_pooling_for(device, args.compile)
-    if device.type == "cpu" and not args.system_allocator and not cpu_memory.keep_freed_memory():
-        log.warning("could not keep freed memory in the process (the C library is not glibc, or mallopt refused): "
-                    "timing with the system allocator as it is (allocator: system)")
-    modules = speed.variants(net, masks, single_weights, stock_pooling=stock_pooling)
-    records = speed.measure(modules, splits.input_shape, args.batch_sizes, device,
-                            repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                            memory_format=args.memory_format, compiler=args.compile)
-    write_json(records, out / SPEED_FILE)
-    gains = speed.speedups(records)
-    with cell_run(args, run, out) as tracker:
-        tracker.log_metrics({f"speedup.{g['variant']}.{g['device']}.batch{g['batch']}": g["speedup"] for g in gains
-                             if g["variant"] != "original"})
-        tracker.log_metrics({f"flops_ratio.{g['variant']}": g["flops_ratio"] for g in gains
-                             if g["variant"] != "original" and g["flops_ratio"] is not None})
-        tracker.log_artifact(out / SPEED_FILE)
-    for g in gains:
-        if g["variant"] == "slim":
-            fewer = "n/a" if g["flops_ratio"] is None else f"{g['flops_ratio']:.1f}x"
-            log.info("slim vs original on %s at batch %d: %.2fx (%s fewer multiply-adds)", g["device"], g["batch"],
-                     g["speedup"], fewer)
+    speedup_cell(args.run, device=args.device, batch_sizes=args.batch_sizes, repeats=args.repeats,
+                 warmup=args.warmup, threads=args.threads, stock_pooling=args.stock_pooling,
+                 memory_format=args.memory_format, compiler=args.compile, system_allocator=args.system_allocator,
+                 tracking=tracking_options(args))
 
 
 def cmd_stage(args) -> None:
@@ -431,7 +160,8 @@ def cmd_figures(args) -> None:
         run_figures = figures_dir / "runs" / arch / method / seed
         if not (run_dir / RUN_FILE).exists() or not run_figures.is_dir():
             continue
-        with cell_run(args, json.loads((run_dir / RUN_FILE).read_text()), run_dir) as tracker:
+        with open_cell_run(tracking_options(args), json.loads((run_dir / RUN_FILE).read_text()), run_dir,
+                           "figures") as tracker:
             tracker.log_artifact(run_figures, "figures")
 
 
@@ -511,7 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("speedup", help="time the original, masked and slimmed networks of a compressed run")
     p.add_argument("--run", required=True, help="a run directory after `bcrepro compress`")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024, 8192])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads during the measurement")
@@ -580,11 +310,11 @@ def main(argv=None) -> int:
         args.func(args)
     except TimeLimitReached as err:
         print(f"bcrepro {args.verb}: {err}", file=sys.stderr)
-        return 3
-    except (ValueError, data.DataNotFoundError, TrainingDiverged) as err:
+        return TIME_LIMIT
+    except USER_ERRORS as err:
         print(f"bcrepro {args.verb}: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return FAILED
+    return OK
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ give the test error that ``bcrepro compress`` measured on the network it evaluat
 import json
 
 import pytest
-import torch
 
 from bcrepro import cli
 from bcrepro.compress import bitstream

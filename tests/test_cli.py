@@ -1,29 +1,23 @@
-"""The bcrepro command as a user runs it: train -> compress on synthetic data, and its errors."""
+"""The bcrepro command as a user runs it: train -> compress on synthetic data, and its errors. Most commands run
+in-process (``conftest.bcrepro``); the ones that check what a separate process prints and returns run as one."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from bcrepro import cli, models, runs
+from bcrepro import models, runs
+from bcrepro.cells import check_schedule
+from bcrepro.errors import UsageError
 from bcrepro.compress import bitstream
 from bcrepro.data import load_dataset
 from bcrepro.deploy import slim
 from bcrepro.methods import get_method
 from bcrepro.train import error_rate
+from conftest import bcrepro, bcrepro_process
 
 # Synthetic data has 2,000 training examples: hold out 300 for thresholds, and train hard enough to prune in seconds.
 QUICK = "validation_size: 300\nkl_warmup_epochs: 5\nlr: 0.01\n"
-
-
-def bcrepro(*args):
-    # Two intra-op threads whatever the caller's environment: the order of float sums depends on the thread count,
-    # and GHS's 30-epoch synthetic run ends near the test's pruning bound (with one thread it kept 250 of 300 units).
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "bcrepro", *map(str, args)], capture_output=True, text=True, env=env)
 
 
 @pytest.fixture
@@ -101,7 +95,9 @@ def test_bc_trains_to_low_error_and_prunes_groups_on_synthetic_data(tmp_path, qu
                                                              for b in (1, 32)}
     assert all(r["device"] == "cpu" and r["median_ms"] > 0 and r["iqr_ms"] >= 0 for r in records)
     assert {r["allocator"] for r in records} == {"keep-freed"}  # freed memory stays in the process by default
-    done = bcrepro("speedup", "--run", run, "--batch-sizes", 1, "--repeats", 2, "--warmup", 0, "--system-allocator")
+    # the allocator is the process's: a process of its own times with glibc's malloc as it is
+    done = bcrepro_process("speedup", "--run", run, "--batch-sizes", 1, "--repeats", 2, "--warmup", 0,
+                           "--system-allocator")
     assert done.returncode == 0, done.stderr
     assert {r["allocator"] for r in json.loads((run / "speed.json").read_text())} == {"system"}
     assert {r["memory_format"] for r in json.loads((run / "speed.json").read_text())} == {"contiguous"}
@@ -140,8 +136,8 @@ def test_dense_run_compresses_to_itself(tmp_path, quick_params):
 
 def test_missing_data_offline_is_one_clear_error_and_writes_nothing(tmp_path):
     run = tmp_path / "run"
-    done = bcrepro("train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "mnist", "--data-root",
-                   tmp_path / "nodata", "--no-download", "--out", run)
+    done = bcrepro_process("train", "--arch", "lenet300", "--method", "bc-gnj", "--dataset", "mnist", "--data-root",
+                           tmp_path / "nodata", "--no-download", "--out", run)
     assert done.returncode == 1
     assert "train-images-idx3-ubyte" in done.stderr and str(tmp_path / "nodata") in done.stderr
     assert "Traceback" not in done.stderr
@@ -156,7 +152,7 @@ def test_bad_input_names_the_problem(tmp_path, args, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 0.1\n")
     args = [str(bad) if a == "BAD" else a for a in args]
-    done = bcrepro("train", "--arch", "lenet300", "--dataset", "synthetic", "--out", tmp_path / "run", *args)
+    done = bcrepro_process("train", "--arch", "lenet300", "--dataset", "synthetic", "--out", tmp_path / "run", *args)
     assert done.returncode == 1
     assert message in done.stderr
     assert not (tmp_path / "run").exists()
@@ -203,7 +199,7 @@ def test_params_json_and_epoch_scale_set_the_budget(tmp_path):
     ({"epochs": 10, "kl_warmup_epochs": 5}, 0.001, 1, 0.005),  # never below one epoch
 ])
 def test_epoch_scale_multiplies_epochs_and_warm_up(params, scale, epochs, warmup):
-    scaled = cli.scale_epochs(params, scale)
+    scaled = get_method("bc-gnj").scale_budget(params, scale)
     assert scaled["epochs"] == epochs and scaled["kl_warmup_epochs"] == pytest.approx(warmup)
 
 
@@ -322,9 +318,9 @@ def test_a_schedule_counted_in_iterations_that_a_run_cannot_reach_is_refused(tmp
 def test_check_schedule_accepts_the_last_step_and_refuses_the_one_after():
     dc = get_method("dc")
     params = dict(dc.params_for("lenet300"), epochs=2, batch_size=10, prune_iterations=[0, 5], quantize_iteration=19)
-    cli.check_schedule(dc, params, 100)  # 2 epochs of 10 steps: steps 0..19, so step 19 happens
-    with pytest.raises(cli.UsageError, match="quantize_iteration = 20"):
-        cli.check_schedule(dc, dict(params, quantize_iteration=20), 100)
+    check_schedule(dc, params, 100)  # 2 epochs of 10 steps: steps 0..19, so step 19 happens
+    with pytest.raises(UsageError, match="quantize_iteration = 20"):
+        check_schedule(dc, dict(params, quantize_iteration=20), 100)
 
 
 def test_a_rejected_command_leaves_the_folder_as_it_was_and_the_corrected_one_runs(tmp_path):
