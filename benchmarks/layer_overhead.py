@@ -19,14 +19,13 @@ for LeNet-5 (z on the conv filters' outputs) it is 2.00x.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bcrepro import models
+from bcrepro.deploy.benchmarking import interleaved_medians
 from bcrepro.compress.layer_view import prunable_input_shapes
 from bcrepro.deploy import speed
 from bcrepro.methods import get_method
@@ -65,20 +64,6 @@ def measure(arch: str, batch: int, repeats: int, reference: bool) -> dict[str, f
     if reference:
         steps.update({f"{name} reference": make_step(arch, name, batch, fused=False) for name in ("bc-gnj", "bc-ghs")})
     return dict(zip(steps, interleaved_medians(steps, repeats)))
-
-
-def interleaved_medians(steps: dict, repeats: int) -> list[float]:
-    """Median seconds of each step, the steps run round-robin so that machine noise hits all alike."""
-    for step in steps.values():
-        for _ in range(5):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            tic = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - tic)
-    return [statistics.median(t) for t in times.values()]
 
 
 def training_multiply_adds(arch: str) -> dict[str, int]:

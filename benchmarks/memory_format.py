@@ -4,20 +4,26 @@
 it times the original and the slimmed network in both layouts, all four interleaved round-robin in one run (so machine
 noise hits them alike), and prints the slimmed-over-original speed-up within each layout and between each network's
 faster layout. Both networks get the exact pooling rewrite of ``bcrepro.pooling``, and freed memory stays in the
-process (``bcrepro.deploy.cpu_memory``), as in ``bcrepro speedup``. ``--widths C1 C2 F1`` gives the slimmed network's conv1
-filters, conv2 filters and fc1 outputs; the default 10 16 55 is our MNIST BC-GHS run's (10-16-159-55; fc1 reads all
-16 * C2 inputs here, where the run keeps 159 of 256). The weights are random: speed does not depend on their values.
+process (``bcrepro.deploy.cpu_memory``), as in ``bcrepro speedup``. ``--widths C1 C2 F1`` gives the slimmed network's
+conv1 filters, conv2 filters and fc1 outputs; by default those of the MNIST record's BC-GHS LeNet-5
+(``results/mnist/runs/lenet5/bc-ghs/seed0/metrics.json``, ``architecture``; fc1 here reads all 16 * C2 inputs, where
+the record's network keeps fewer). The weights are random: speed does not depend on their values.
 
 Usage: ``python benchmarks/memory_format.py [--threads N] [--repeats R] [--batch B] [--widths C1 C2 F1]``.
 """
+import argparse
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from bcrepro import models
+from bcrepro.deploy.benchmarking import interleaved_ms, recorded_architecture, slim_lenet5
 from bcrepro.deploy import cpu_memory
+from bcrepro.errors import UsageError
 from bcrepro.pooling import fast_inference
-from pooling import interleaved, lenet5_timing_parser, slim_lenet5  # benchmarks/ is on the path when run as a script
 
+RECORD = Path(__file__).resolve().parents[1] / "results" / "mnist"
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
 
 
@@ -28,7 +34,20 @@ def in_layout(module: nn.Module, layout: torch.memory_format):
 
 
 def main() -> None:
-    args = lenet5_timing_parser(__doc__.splitlines()[0], repeats=60, widths=[10, 16, 55]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--widths", type=int, nargs=3, metavar=("C1", "C2", "F1"),
+                        help="the slimmed LeNet-5's conv1 filters, conv2 filters and fc1 outputs (default: the MNIST "
+                             "record's BC-GHS LeNet-5)")
+    args = parser.parse_args()
+    if args.widths is None:
+        try:
+            kept = recorded_architecture(RECORD, "lenet5", "bc-ghs")  # conv1, conv2 filters; fc1, fc2 inputs
+        except UsageError as err:
+            parser.error(str(err))
+        args.widths = [kept[0], kept[1], kept[3]]
     cpu_memory.keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -40,7 +59,7 @@ def main() -> None:
             steps[f"{network} {layout_name}"] = lambda forward=forward: forward(x)
     print(f"threads {args.threads}, batch {args.batch}, {args.repeats} interleaved repeats, allocator "
           f"{cpu_memory.allocator()}, slimmed widths {'-'.join(map(str, args.widths))}; medians in ms")
-    ms = interleaved(steps, args.repeats)
+    ms = interleaved_ms(steps, args.repeats)
     for name, value in ms.items():
         print(f"{name:<16}{value:>10.2f}")
     for network in ("original", "slim"):

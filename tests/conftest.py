@@ -20,6 +20,7 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
+
 @dataclass
 class Done:
     """What a ``bcrepro`` command left: its exit status and what it printed (``subprocess.CompletedProcess``'s

@@ -1,5 +1,5 @@
-"""scripts/bc_ablation.py end to end on synthetic data at toy budgets: every (method, variant) trained, every rule
-compressed from the same trained net, one table row each."""
+"""experiments/bc_ablation/bc_ablation.py end to end on synthetic data at toy budgets: every (method, variant)
+trained, every rule compressed from the same trained net, one table row each."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bc_ablation" / "bc_ablation.py"
 
 
 @pytest.mark.slow
 def test_ablation_trains_each_variant_and_compresses_it_under_each_rule(tmp_path):
     out = tmp_path / "ablation"
-    argv = [sys.executable, str(REPO / "scripts" / "bc_ablation.py"), "--arch", "lenet300", "--methods", "bc-gnj",
+    argv = [sys.executable, str(SCRIPT), "--arch", "lenet300", "--methods", "bc-gnj",
             "--variants", "constant", "constant-from-dense", "--rules", "auto", "sparsest@0.5", "--epochs", "2",
             "--dense-epochs", "1", "--dataset", "synthetic", "--out", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
@@ -32,6 +32,7 @@ def test_ablation_trains_each_variant_and_compresses_it_under_each_rule(tmp_path
     assert sparsest["rule"] == "sparsest" and sparsest["max_error_increase"] == 0.5
     assert sparsest["reference_error_pct"] is not None  # the dense reference gave the budget
     assert "| lenet300 | bc-gnj | constant-from-dense | sparsest@0.5 | 2 |" in done.stdout
+    assert "epoch    2/2" in (out / "lenet300" / "bc-gnj" / "constant.train.log").read_text()
     # a second call retrains nothing and compresses nothing again
     outputs = sorted(out.rglob("model.pt")) + sorted(out.rglob("metrics.json"))
     stamps = [path.stat().st_mtime_ns for path in outputs]
@@ -43,7 +44,7 @@ def test_ablation_trains_each_variant_and_compresses_it_under_each_rule(tmp_path
 @pytest.mark.slow
 def test_a_run_stopped_by_its_time_limit_is_compressed_from_its_last_checkpoint(tmp_path):
     out = tmp_path / "ablation"
-    argv = [sys.executable, str(REPO / "scripts" / "bc_ablation.py"), "--arch", "lenet300", "--methods", "bc-ghs",
+    argv = [sys.executable, str(SCRIPT), "--arch", "lenet300", "--methods", "bc-ghs",
             "--variants", "constant-clip-forward", "--rules", "sparsest", "--epochs", "3", "--reference", "none",
             "--max-minutes", "0", "--use-checkpoints", "--dataset", "synthetic", "--out", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)

@@ -1,30 +1,29 @@
 """``benchmarks/memory_format.py`` times each network in the layout it names, computing the same function in both."""
-import importlib
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from bcrepro import models
+from bcrepro.deploy.benchmarking import slim_lenet5
 from bcrepro.pooling import fast_inference
 
-_BENCHMARKS = str(Path(__file__).resolve().parents[1] / "benchmarks")
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_format.py"
 
 
 @pytest.fixture(scope="module")
 def memory_format():
-    sys.path.insert(0, _BENCHMARKS)  # the benchmarks import each other as scripts do
-    try:
-        yield importlib.import_module("memory_format")
-    finally:
-        sys.path.remove(_BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("memory_format", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("build", [models.lenet5, lambda: None], ids=["lenet5", "slim"])
 def test_both_layouts_give_the_nchw_output_and_nhwc_weights_are_channels_last(memory_format, build):
     torch.manual_seed(0)
-    net = (build() or memory_format.slim_lenet5([3, 7, 9])).eval()
+    net = (build() or slim_lenet5([3, 7, 9])).eval()
     x = torch.randn(6, 1, 28, 28)
     with torch.no_grad():
         expected = net(x)

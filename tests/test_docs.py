@@ -1,9 +1,8 @@
 """Every document the code, configs and docs cite exists in the repository."""
 import re
 import subprocess
-from pathlib import Path
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CITED_DOC = re.compile(r"(?<![\w/.:-])((?:[\w-]+/)*[\w-]+\.md)\b")
 WRITTEN_BY_THE_PIPELINE = {"table.md", "architectures.md", "ablation.md", "screen.md"}  # outputs, not documents
 

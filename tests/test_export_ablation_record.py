@@ -1,10 +1,10 @@
-"""scripts/export_ablation_record.py: the exported table holds every row of ablation.jsonl, not only those of the
-ablation script's last invocation (which is what its own ablation.md holds)."""
+"""experiments/bc_ablation/export_ablation_record.py: the exported table holds every row of ablation.jsonl, not only
+those of the ablation script's last invocation (which is what its own ablation.md holds)."""
 import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "export_ablation_record.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bc_ablation" / "export_ablation_record.py"
 
 
 def load_script():

@@ -1,7 +1,6 @@
 """The committed reproduction record (results/mnist/): its tables regenerate byte for byte from its per-cell files,
 and every cell's compressed.bin rebuilds a network with the test error its metrics.json states."""
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,8 @@ from bcrepro.deploy.artefact import load_network
 from bcrepro.report import record, table
 from bcrepro.runs import compressed_cells, final_error_pct
 from bcrepro.train import error_rate
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "results" / "mnist"
 TABLES = ("table.csv", "table.md", "table.tex", "architectures.csv", "architectures.md")
 

@@ -5,17 +5,16 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bcrepro import tracking
 from bcrepro.tracking import CellRun, find_runs, import_deferred, init_store, sqlite_uri
 from bcrepro.tracking.writer import MlflowWriter
+from conftest import REPO
 
 mlflow = pytest.importorskip("mlflow")
 
-REPO = Path(__file__).resolve().parents[1]
 CELL = {"arch": "lenet300", "method": "bc-gnj", "seed": 0, "dataset": "mnist"}
 
 

@@ -1,8 +1,7 @@
-"""scripts/vgg_real_data_check.py: one-channel images made CIFAR-shaped (padding, channels, subset, labels), and the
-script's dense stage run end to end on synthetic data."""
-import importlib
+"""experiments/vgg_real_data_check/vgg_real_data_check.py: one-channel images made CIFAR-shaped (padding, channels,
+subset, labels), and the script's dense stage run end to end on synthetic data."""
+import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,15 @@ import torch
 
 from bcrepro import data
 
-_SCRIPTS = str(Path(__file__).resolve().parents[1] / "scripts")
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "vgg_real_data_check" / "vgg_real_data_check.py"
 
 
 @pytest.fixture(scope="module")
 def check():
-    sys.path.insert(0, _SCRIPTS)
-    try:
-        yield importlib.import_module("vgg_real_data_check")
-    finally:
-        sys.path.remove(_SCRIPTS)
+    spec = importlib.util.spec_from_file_location("vgg_real_data_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def numbered_splits(n_train=20, n_val=4, n_test=6, side=28) -> data.DataSplits:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bcrepro.report import tracking
+from bcrepro import tracking
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 FAKE_SLURM = REPO / "tests" / "fakeslurm"
 # LeNets: 7 methods (6 trained from dense) x 3 seeds each; VGG-16: dense, bc-gnj, bc-ghs x 3 seeds (arch_methods)

@@ -2,11 +2,10 @@
 functions apart from rules, a conda environment per rule (as the snakemake-workflows catalogue asks)."""
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_workflow_is_lint_clean(tmp_path):

@@ -7,7 +7,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from bcrepro.report import tracking
+from bcrepro import tracking
+from bcrepro.data import dataset_for_arch
 from bcrepro.methods import get_method
 
 
@@ -60,7 +61,8 @@ def cell_params(arch, method):
 
 
 def check_cells():
-    """Fail before any job when a method, architecture or hyper-parameter is unknown, naming the config key.
+    """Fail before any job when a method, architecture or hyper-parameter is unknown, or a hyper-parameter's value does
+    not fit the type, range or per-layer length its method declares (``Method.params_for``), naming the config key.
 
     Every ``hyperparameters`` entry is checked against the registry, also for cells not run this time (``--config
     archs=[lenet300]`` keeps the LeNet-5 settings of config.yaml, and a typo there is still a typo).
@@ -103,7 +105,8 @@ wildcard_constraints:
 
 
 def dataset(arch):
-    return config["datasets"][arch]
+    """The data set ``arch`` trains on: the config's ``datasets`` where it names one, else the paper's pairing."""
+    return config["datasets"].get(arch) or dataset_for_arch(arch)
 
 
 def mlflow_uri():

@@ -1,7 +1,7 @@
 """VGG-16 with Bayesian group layers on real images, offline: Fashion-MNIST made CIFAR-shaped, on CPU or GPU.
 
-    PYTHONPATH=. python scripts/vgg_real_data_check.py --data-root DIR [--out vgg_real_check] [--train-size 12800]
-        [--dense-epochs 3] [--bc-epochs 2] [--methods bc-ghs bc-gnj] [--device cpu] [--threads 2]
+    python experiments/vgg_real_data_check/vgg_real_data_check.py --data-root DIR [--out vgg_real_check]
+        [--train-size 12800] [--dense-epochs 3] [--bc-epochs 2] [--methods bc-ghs bc-gnj] [--device cpu] [--threads 2]
 
 CIFAR-10 cannot be downloaded on the development machines, and the tests train VGG-16 on synthetic data only, which
 says nothing about whether BC-GNJ/BC-GHS VGG-16 stay finite and accurate on real images (third-party attempts report
@@ -75,9 +75,11 @@ def cifar_shaped(splits: data.DataSplits, train_size: int | None = None, seed: i
                            f"{CIFAR_SIDE}, repeated over {CIFAR_CHANNELS} channels")
 
 
-def train_cell(method_name: str, splits: data.DataSplits, epochs: int, out: Path, device: torch.device,
-               init: Path | None = None, kl_warmup_epochs: float | None = None, seed: int = 0):
-    """Train ``method_name`` VGG-16 with the registry's VGG settings for ``epochs``; returns (net, params, history)."""
+def train_on_splits(method_name: str, splits: data.DataSplits, epochs: int, out: Path, device: torch.device,
+                    init: Path | None = None, kl_warmup_epochs: float | None = None, seed: int = 0):
+    """Train ``method_name`` VGG-16 with the registry's VGG settings for ``epochs`` on ``splits`` (images no named
+    data set gives, hence the training loop itself rather than ``bcrepro.cells.train_cell``); returns (net, params,
+    history)."""
     method = get_method(method_name)
     params = method.params_for("vgg16")
     params["epochs"] = epochs
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.info("%s: %s", splits.name, splits.sizes)
     summary = {"dataset": splits.name, "sizes": splits.sizes, "args": vars(args)}
     if args.dense_model is None:
-        _, _, dense_history = train_cell("dense", splits, args.dense_epochs, out / "dense", device)
+        _, _, dense_history = train_on_splits("dense", splits, args.dense_epochs, out / "dense", device)
         summary["dense"] = {"history": dense_history}
         lines = [summary_line("dense", dense_history, None)]
         dense_model = out / "dense" / "model.pt"
@@ -180,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
         dense_model, lines = args.dense_model, [f"dense: from {args.dense_model}, test error "
                                                 f"{dense_test_error(args.dense_model, splits, device):.2f} %"]
     for method in args.methods:
-        net, params, history = train_cell(method, splits, args.bc_epochs, out / method, device, init=dense_model,
-                                          kl_warmup_epochs=args.kl_warmup_epochs)
+        net, params, history = train_on_splits(method, splits, args.bc_epochs, out / method, device,
+                                               init=dense_model, kl_warmup_epochs=args.kl_warmup_epochs)
         if args.threshold_rule != "registry":
             params["thresholds"] = {"rule": args.threshold_rule}
         compressed = compress_and_time(net, params, splits, device, args.batch_sizes, args.repeats, args.threads)

@@ -1,16 +1,17 @@
 """Screen SWS's prior weight ``tau`` on a data set: retrain from the dense reference under each ``tau`` and, every few
 epochs, merge and snap a copy of the network (what compression does at the end) and measure it.
 
-    python scripts/sws_tau_screen.py --arch lenet300 --dataset mnist --taus 0.05 0.2 --epochs 20 --every 2 \
-        --init results/runs/lenet300/dense/seed0/model.pt --out runs/sws_tau
+    python experiments/sws_tau_screen/sws_tau_screen.py --arch lenet300 --dataset mnist --taus 0.05 0.2 \
+        --epochs 20 --every 2 --init results/runs/lenet300/dense/seed0/model.pt --out runs/sws_tau
 
 SWS trains a Gaussian-mixture prior next to the weights; only after the weights have gathered tightly around the
 mixture's means does snapping them to the means (and the zero component's weights to 0) cost little. Too small a
 ``tau`` never gathers them within the budget, too large a one pulls them to 0 before the data can hold them. Each
-``tau`` trains in its own folder (``<out>/tau<tau>``, checkpointed: the same command resumes it) with one thread,
-``--jobs`` at once. Every ``--every`` epochs a row is appended to ``<out>/screen.jsonl``: validation error of the
-network as trained and as snapped, the fraction of weights kept, the non-zero means left after merging, and the
-snapped network's test error (reported, never used for a choice). The table is printed and written to
+``tau`` is one ``bcrepro.cells.train_cell`` in its own folder (``<out>/tau<tau>``, checkpointed: the same command
+resumes it) in a worker process with one thread, ``--jobs`` at once; it keeps its network every ``--every`` epochs
+(``<out>/tau<tau>/epoch<N>/``). Each kept network not yet measured adds a row to ``<out>/screen.jsonl``: validation
+error of the network as trained and as snapped, the fraction of weights kept, the non-zero means left after merging,
+and the snapped network's test error (reported, never used for a choice). The table is printed and written to
 ``<out>/screen.md``.
 """
 from __future__ import annotations
@@ -18,17 +19,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bcrepro.methods import get_method  # noqa: E402
-from bcrepro.methods.sws import finalize  # noqa: E402
-from bcrepro.runs import build_net, init_from_dense, load_dataset_for_run  # noqa: E402
-from bcrepro.train import TrainConfig, error_rate, train  # noqa: E402
+from bcrepro.cells import train_cell
+from bcrepro.cells.pool import one_thread_pool
+from bcrepro.methods.sws import finalize
+from bcrepro.runs import MODEL_FILE, build_net, load_dataset_for_run
+from bcrepro.train import error_rate
 
 COLUMNS = ("tau", "epoch", "val_err_pct", "val_err_snapped_pct", "kept_pct", "nonzero_means", "test_err_snapped_pct")
 
@@ -48,30 +47,35 @@ def snapped_row(net, splits, params: dict, epoch: int) -> dict:
             "test_err_snapped_pct": error_rate(snapped, splits.test_x, splits.test_y)}
 
 
+def measured_epochs(rows_path: Path, tau: float) -> set[int]:
+    if not rows_path.exists():
+        return set()
+    return {row["epoch"] for row in map(json.loads, rows_path.read_text().splitlines()) if row["tau"] == tau}
+
+
 def screen_one(args: argparse.Namespace, tau: float) -> None:
-    torch.set_num_threads(1)
-    method = get_method("sws")
-    params = method.params_for(args.arch, {"tau": tau, "epochs": args.epochs})
+    """Train (or resume) ``tau``'s run, then measure each of its kept networks that has no row yet."""
     out = Path(args.out) / f"tau{tau:g}"
-    run = {"arch": args.arch, "dataset": args.dataset, "data_root": args.data_root, "download": False,
-           "params": params}
-    device = torch.device("cpu")
-    splits = load_dataset_for_run(run, device)
-    torch.manual_seed(args.seed)
-    net = build_net(args.arch, "sws", params, splits)
-    init_from_dense(net, Path(args.init))
-    if not (out / "checkpoint.pt").exists():
-        method.prepare(net, params)
+    epochs = sorted({*range(args.every, args.epochs + 1, args.every), args.epochs})
+    run = train_cell(out, arch=args.arch, method="sws", dataset=args.dataset, seed=args.seed,
+                     data_root=args.data_root, download=False, params={"tau": tau, "epochs": args.epochs},
+                     init=args.init, snapshot_epochs=epochs, device="cpu")
     rows = Path(args.out) / "screen.jsonl"
-
-    def on_epoch_end(record: dict) -> None:
-        if record["epoch"] % args.every == 0 or record["epoch"] == args.epochs:
-            row = snapped_row(net, splits, params, record["epoch"])
-            with open(rows, "a") as stream:
-                stream.write(json.dumps(row) + "\n")
-            print(" ".join(f"{key}={row[key]:.4g}" for key in COLUMNS), flush=True)
-
-    train(net, splits, TrainConfig.from_params(params, seed=args.seed), out, device, on_epoch_end=on_epoch_end)
+    done = measured_epochs(rows, tau)
+    splits = load_dataset_for_run(run, torch.device("cpu"))
+    for epoch in epochs:
+        kept = out / f"epoch{epoch}" / MODEL_FILE
+        if epoch in done:
+            continue
+        if not kept.exists():  # trained to past this epoch before the screen kept networks
+            print(f"tau={tau:g}: no network kept after epoch {epoch} in {out}; not measured", flush=True)
+            continue
+        net = build_net(args.arch, "sws", run["params"], splits)
+        net.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True))
+        row = snapped_row(net.eval(), splits, run["params"], epoch)
+        with open(rows, "a") as stream:
+            stream.write(json.dumps(row) + "\n")
+        print(" ".join(f"{key}={row[key]:.4g}" for key in COLUMNS), flush=True)
 
 
 def table(rows: list[dict]) -> str:
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     if not Path(args.init).exists():
         parser.error(f"--init {args.init} does not exist (train the dense reference first)")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    with one_thread_pool(args.jobs) as pool:
         for future in [pool.submit(screen_one, args, tau) for tau in args.taus]:
             future.result()
     rows = [json.loads(line) for line in (Path(args.out) / "screen.jsonl").read_text().splitlines()]

@@ -1,6 +1,6 @@
 """How much of a finished workflow run was the jobs' own work, and how much of that was training.
 
-    python scripts/workflow_overhead.py WORKDIR
+    python experiments/workflow_overhead/workflow_overhead.py WORKDIR
 
 Reads Snakemake's wall time ("Elapsed time" in the newest ``WORKDIR/.snakemake/log/*.snakemake.log``), every job's
 own seconds (``WORKDIR/results/benchmarks/**/*.tsv``, the ``s`` column), the training-loop seconds of every cell
@@ -8,10 +8,10 @@ own seconds (``WORKDIR/results/benchmarks/**/*.tsv``, the ``s`` column), the tra
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -52,6 +52,6 @@ def main(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__.split("\n\n")[1])
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workdir", type=Path, help="the folder the workflow ran in (its .snakemake/ and results/)")
+    main(parser.parse_args().workdir)

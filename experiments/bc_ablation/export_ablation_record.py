@@ -4,7 +4,7 @@ its figures: per trained net ``run.json``, ``history.json`` and ``training.png``
 them, the table ``ablation.md`` (``bc_ablation.py`` writes its own ``ablation.md`` with the rows of its last
 invocation only). No model files.
 
-    python scripts/export_ablation_record.py --ablation runs/ablation --out results/ablation
+    python experiments/bc_ablation/export_ablation_record.py --ablation runs/ablation --out results/ablation
 """
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bcrepro.report import figures  # noqa: E402
-
-sys.path.insert(0, str(REPO / "scripts"))
-from bc_ablation import table  # noqa: E402
+from bcrepro.report.ablation_table import markdown_table
+from bcrepro.report import figures
 
 RUN_FILES = ("run.json", "history.json")
 RULE_FILES = ("metrics.json", "compressed.bin")
@@ -54,7 +49,7 @@ def export(ablation: Path, out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ablation / "ablation.jsonl", out / "ablation.jsonl")
         rows = [json.loads(line) for line in (ablation / "ablation.jsonl").read_text().splitlines() if line.strip()]
-        (out / "ablation.md").write_text(table(rows))
+        (out / "ablation.md").write_text(markdown_table(rows))
         written += [out / "ablation.jsonl", out / "ablation.md"]
     return written
 

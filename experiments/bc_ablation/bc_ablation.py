@@ -1,30 +1,34 @@
 """The BC LeNet ablation: train each (method, variant) on MNIST, compress each trained net under several
 threshold rules, and print one table.
 
-    python scripts/bc_ablation.py --arch lenet5 --methods bc-ghs bc-gnj --variants constant sparse-vd-schedule \
-        --epochs 100 --jobs 2 --max-minutes 150 --out runs/ablation
+    python experiments/bc_ablation/bc_ablation.py --arch lenet5 --methods bc-ghs bc-gnj \
+        --variants constant sparse-vd-schedule --epochs 100 --jobs 2 --max-minutes 150 --out runs/ablation
 
-Every training run is one ``bcrepro train`` process with one thread (``--jobs`` at once); ``--max-minutes`` stops them
-cleanly after a checkpoint and the same command resumes them (finished runs are not retrained). Variants that start
-from the dense reference train it first (``<out>/<arch>/dense``). Each trained run is then compressed once per rule in
-``--rules`` (``NAME`` or ``NAME@BUDGET`` in points of validation error) in its own folder ``rules/<rule>``, so the
-thresholds chosen on the same posterior can be compared; the dense reference, where trained, gives the ``sparsest``
-rule its budget. The error-compression frontier is computed with the first rule only. Rows are appended to
-``<out>/ablation.jsonl`` and the table is printed and written to ``<out>/ablation.md``. Test error is reported, never used for a choice.
+Every training run is one ``bcrepro.cells.train_cell`` in a worker process with one thread (``--jobs`` at once; its
+log in ``<run>.train.log``); ``--max-minutes`` stops them cleanly after a checkpoint and the same command resumes them
+(finished runs are not retrained). Variants that start from the dense reference train it first
+(``<out>/<arch>/dense``). Each trained run is then compressed (``compress_cell``) once per rule in ``--rules``
+(``NAME`` or ``NAME@BUDGET`` in points of validation error) in its own folder ``rules/<rule>``, so the thresholds
+chosen on the same posterior can be compared; the dense reference, where trained, gives the ``sparsest`` rule its
+budget. The error-compression frontier is computed with the first rule only. Rows are appended to
+``<out>/ablation.jsonl`` and the table is printed and written to ``<out>/ablation.md``. Test error is reported, never
+used for a choice.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bcrepro.runs import final_error_pct  # noqa: E402
+import torch
+
+from bcrepro.report.ablation_table import markdown_table
+from bcrepro.cells import compress_cell, train_cell
+from bcrepro.cells.pool import OK, TIME_LIMIT, logged_status, one_thread_pool
+from bcrepro.runs import final_error_pct
+from bcrepro.train import save_snapshot
 
 # The variants: why BC LeNet-5 compresses less than the paper's (training schedule, start, variance clipping), as
 # hyper-parameters over the method's defaults.
@@ -54,43 +58,34 @@ def parse_rule(text: str) -> tuple[str, dict]:
     return text, config
 
 
-def bcrepro(argv: list, log: Path) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("a") as handle:
-        return subprocess.run([sys.executable, "-m", "bcrepro", *map(str, argv)], stdout=handle, stderr=handle,
-                              env=env).returncode
-
-
 def train(arch: str, method: str, params: dict, out: Path, args, init: Path | None = None) -> int:
+    """Train one run (in a worker of ``one_thread_pool``); ``bcrepro train``'s exit status: 0, 3 (time limit), 1."""
     if (out / "model.pt").exists():
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
-    argv = ["train", "--arch", arch, "--method", method, "--dataset", args.dataset, "--data-root", args.data_root,
-            "--no-download", "--seed", args.seed, "--params-json", json.dumps(params), "--out", out]
-    if args.max_minutes is not None:
-        argv += ["--max-minutes", args.max_minutes]
-    if args.snapshot_epochs:
-        argv += ["--snapshot-epochs", *args.snapshot_epochs]
-    if init is not None:
-        argv += ["--init", init / "model.pt"]
-    return bcrepro(argv, out.parent / f"{out.name}.train.log")
+        return OK
+    status, _ = logged_status(out.parent / f"{out.name}.train.log", train_cell, out, arch=arch, method=method,
+                              dataset=args.dataset, data_root=args.data_root, download=False, seed=args.seed,
+                              params=params, max_minutes=args.max_minutes, snapshot_epochs=args.snapshot_epochs,
+                              init=None if init is None else str(init / "model.pt"))
+    return status
+
+
+def train_variant(cell: tuple[str, str], args) -> int:
+    method, variant = cell
+    root = Path(args.out) / args.arch
+    return train(args.arch, method, {"epochs": args.epochs, **VARIANTS[variant]}, root / method / variant, args,
+                 init=root / "dense" if variant in FROM_DENSE else None)
 
 
 def snapshot(run: Path) -> Path | None:
     """A run stopped by ``--max-minutes``: its last checkpoint as a finished run in ``<run>/epoch<N>/`` (screening
     with a constant learning rate, where a run stopped at epoch N is an N-epoch run)."""
-    import torch
-
     checkpoint = run / "checkpoint.pt"
     if not checkpoint.exists():
         return None
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     folder = run / f"epoch{len(state['history'])}"
     if not (folder / "model.pt").exists():
-        folder.mkdir(exist_ok=True)
-        shutil.copy2(run / "run.json", folder / "run.json")
-        (folder / "history.json").write_text(json.dumps(state["history"]))
-        torch.save(state["model"], folder / "model.pt")
+        save_snapshot(run, state["history"], state["model"])
     return folder
 
 
@@ -100,10 +95,10 @@ def compress(run: Path, rule: str, config: dict, reference: Path | None) -> dict
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("run.json", "model.pt", "history.json"):
             shutil.copy2(run / name, folder / name)
-        argv = ["compress", "--run", folder, "--thresholds-json", json.dumps(config)]
-        if reference is not None and (reference / "model.pt").exists():
-            argv += ["--reference-run", reference]
-        if bcrepro(argv, folder / "compress.log") != 0:
+        has_reference = reference is not None and (reference / "model.pt").exists()
+        status, _ = logged_status(folder / "compress.log", compress_cell, folder, thresholds=config,
+                                  reference_run=str(reference) if has_reference else None)
+        if status != OK:
             return None
     return json.loads((folder / "metrics.json").read_text())
 
@@ -117,21 +112,6 @@ def row(method: str, variant: str, rule: str, run: Path, metrics: dict) -> dict:
             "kept_weights": metrics["kept_weights"], "compression_pruning": metrics["compression_pruning"],
             "compression_precision": metrics["compression_precision"],
             "validation_error_pct": metrics["thresholds"].get("validation_error")}
-
-
-def table(rows: list[dict]) -> str:
-    """The markdown table of ``rows``, one per (net, rule); ``arch`` is "–" where a row does not name it."""
-    head = ("| arch | method | variant | rule | epochs | error % (unpruned) | error % (pruned, rounded) | "
-            "architecture | CR pruning | CR with bits |\n|---|---|---|---|---|---|---|---|---|---|\n")
-
-    def rate(value):
-        return "–" if value is None else f"{value:.1f}x"
-
-    return head + "".join(
-        f"| {r.get('arch', '–')} | {r['method']} | {r['variant']} | {r['rule']} | {r['epochs']} | "
-        f"{r['error_unpruned_pct']:.2f} | "
-        f"{r['error_rounded_pct']:.2f} | {r['architecture']} | {rate(r['compression_pruning'])} | "
-        f"{rate(r['compression_precision'])} |\n" for r in rows)
 
 
 def parse_args(argv=None):
@@ -169,18 +149,17 @@ def main(argv=None) -> int:
         rules[0][1]["frontier"] = args.frontier
     root = Path(args.out) / args.arch
     dense = root / "dense"
-    if not args.compress_only and (any(v in FROM_DENSE for v in args.variants) or (
-            args.reference == "dense" and any(c["rule"] == "sparsest" for _, c in rules))):
-        if train(args.arch, "dense", {"epochs": args.dense_epochs}, dense, args) != 0:
-            print(f"the dense reference did not finish (see {root}/dense.train.log); rerun to resume")
+    torch.set_num_threads(1)  # compression runs here, one thread like each training job
     cells = [(m, v) for m in args.methods for v in args.variants]
     if args.compress_only:
-        codes = [0 if (root / m / v / "model.pt").exists() else 3 for m, v in cells]
+        codes = [OK if (root / m / v / "model.pt").exists() else TIME_LIMIT for m, v in cells]
     else:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            codes = list(pool.map(lambda cell: train(
-                args.arch, cell[0], {"epochs": args.epochs, **VARIANTS[cell[1]]}, root / cell[0] / cell[1], args,
-                init=dense if cell[1] in FROM_DENSE else None), cells))
+        with one_thread_pool(args.jobs) as pool:
+            if any(v in FROM_DENSE for v in args.variants) or (
+                    args.reference == "dense" and any(c["rule"] == "sparsest" for _, c in rules)):
+                if pool.submit(train, args.arch, "dense", {"epochs": args.dense_epochs}, dense, args).result() != OK:
+                    print(f"the dense reference did not finish (see {root}/dense.train.log); rerun to resume")
+            codes = list(pool.map(train_variant, cells, [args] * len(cells)))
     rows = []
     for (method, variant), code in zip(cells, codes):
         run = root / method / variant
@@ -198,7 +177,7 @@ def main(argv=None) -> int:
     with (Path(args.out) / "ablation.jsonl").open("a") as handle:
         for r in rows:
             handle.write(json.dumps(r) + "\n")
-    text = table(rows)
+    text = markdown_table(rows)
     (Path(args.out) / "ablation.md").write_text(text)
     print(text)
     return 0 if rows and len(rows) == len(cells) * len(rules) else 1
