@@ -65,3 +65,23 @@ def test_a_run_stopped_by_its_time_limit_is_compressed_from_its_last_checkpoint(
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
     valley = json.loads((run / "epoch1" / "rules" / "valley" / "metrics.json").read_text())
     assert valley["thresholds"]["rule"] == "valley" and valley["frontier"] is None
+
+
+@pytest.mark.slow
+def test_variants_compare_at_an_equal_epoch_from_kept_networks_under_a_stated_reference(tmp_path):
+    out = tmp_path / "ablation"
+    common = [sys.executable, str(SCRIPT), "--arch", "lenet300", "--methods", "bc-gnj", "--variants", "constant",
+              "--rules", "sparsest", "--dataset", "synthetic", "--out", str(out)]
+    done = subprocess.run(common + ["--epochs", "2", "--snapshot-epochs", "1", "--reference", "none", "--frontier"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = out / "lenet300" / "bc-gnj" / "constant"
+    assert len(json.loads((run / "epoch1" / "history.json").read_text())) == 1
+    done = subprocess.run(common + ["--compress-only", "--at-epoch", "1", "--reference-error", "12.5", "--frontier"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = json.loads((out / "ablation.jsonl").read_text().splitlines()[-1])
+    assert row["epochs"] == 1  # the network kept after epoch 1, not the 2-epoch run
+    thresholds = json.loads((run / "epoch1" / "rules" / "sparsest" / "metrics.json").read_text())["thresholds"]
+    assert thresholds["reference_error_pct"] == 12.5
+    assert not (out / "lenet300" / "dense").exists()

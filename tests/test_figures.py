@@ -46,6 +46,9 @@ def _history(n_epochs: int, group_totals: list[int], kl: bool) -> list[dict]:
             "test_error_pct": 4.0 / (epoch + 1),
             "groups_kept": [[int(total * shrink), total] for total in group_totals], "seconds": 1.0,
         })
+        if kl:  # each group layer's KL and its clamp's floor (the first layer's clamp holds 100 weights)
+            records[-1]["kl_layers"] = [[1e4 * shrink + 200.0, 113.0 if i == 0 else 0.0]
+                                        for i, _ in enumerate(group_totals)]
     return records
 
 
@@ -200,7 +203,7 @@ def test_architecture_strings_and_lists_parse_alike():
 
 
 # ---- per-run figures -------------------------------------------------------------------------------------------------
-def test_lenet300_gnj_run_gets_all_six_figures(figures):
+def test_lenet300_gnj_run_gets_every_per_run_figure(figures):
     _assert_pngs(_written_under(figures, "runs/lenet300/bc-gnj/seed0"), figs.RUN_FIGURES)
 
 
@@ -208,7 +211,17 @@ def test_each_run_figure_file_is_drawn_by_the_function_named_for_it():
     assert figs.RUN_FIGURES == {
         "group_statistics.png": figs.group_statistic_histograms, "threshold_curve.png": figs.threshold_curves,
         "training.png": figs.training_curves, "weights.png": figs.first_layer_weights,
-        "pixel_importance.png": figs.pixel_importance, "frontier.png": figs.frontier}
+        "pixel_importance.png": figs.pixel_importance, "frontier.png": figs.frontier,
+        "kl_layers.png": figs.kl_layers}
+
+
+def test_kl_by_layer_compares_histories_and_skips_those_without_per_layer_kl(tmp_path):
+    with_kl = [{"epoch": e, "kl_layers": [[100.0 / e, 10.0], [50.0 / e, 0.0]]} for e in (1, 2, 3)]
+    without = [{"epoch": e, "kl": 1.0} for e in (1, 2, 3)]
+    assert figs.kl_by_layer({"old run": without}, tmp_path / "none.png", "t") == []
+    assert not (tmp_path / "none.png").exists()
+    written = figs.kl_by_layer({"clamped": with_kl, "old run": without}, tmp_path / "kl.png", "t", ["fc1", "fc2"])
+    _assert_pngs(written, ["kl.png"])
 
 
 def test_every_method_of_the_table_has_its_own_colour_in_the_table_order():
@@ -225,7 +238,8 @@ def test_conv_net_has_no_pixel_importance_or_weight_maps(runs_dir, figures, tmp_
     assert figs.first_layer_weights(run_dir, tmp_path / "w.png") == []
     assert figs.threshold_curves(run_dir, tmp_path / "t.png") == []  # threshold_curve is null
     assert figs.frontier(run_dir, tmp_path / "f.png") == []  # no frontier in metrics.json
-    _assert_pngs(_written_under(figures, "runs/lenet5/bc-ghs/seed0"), ["group_statistics.png", "training.png"])
+    _assert_pngs(_written_under(figures, "runs/lenet5/bc-ghs/seed0"), ["group_statistics.png", "training.png",
+                                                                          "kl_layers.png"])
 
 
 def test_dense_run_has_only_training_curves(runs_dir, figures, tmp_path):

@@ -6,6 +6,8 @@ plots included. ``RUN_FIGURES`` maps each file name to the function that draws i
 - ``training.png``: error, groups kept and KL weight per epoch.
 - ``weights.png``: the authors' ``visualise_weights`` (docs/method.md), linear first layers only.
 - ``pixel_importance.png``: the authors' ``visualize_pixel_importance``, 784-input linear first layers only.
+- ``kl_layers.png``: each layer's KL per epoch and the part of it that the variance clamp holds (runs whose history
+  has per-layer KL).
 - ``frontier.png``: validation and test error against compression after pruning as the validation budget of the
   ``sparsest`` threshold rule grows, with the run's chosen point and the paper's Table 1 point on the same axes.
 
@@ -351,6 +353,45 @@ def pixel_importance(run_dir: str | os.PathLike, out_path: str | os.PathLike) ->
     return [save_figure(fig, out_path)]
 
 
+def kl_by_layer(histories: Mapping[str, list[dict]], out_path: str | os.PathLike, title: str,
+                layer_names: list[str] | None = None) -> list[Path]:
+    """Each group layer's KL (nats) per epoch, one panel per layer and one line per history (``label -> history``),
+    with the part its variance clamp forbids removing (the floor, ``train._kl_summary``) dashed in the same colour:
+    how much of a layer's KL is the clamp's rather than the posterior's. Histories without per-layer KL are left
+    out; [] when none has it."""
+    histories = {label: h for label, h in histories.items() if h and h[0].get("kl_layers")}
+    if not histories:
+        return []
+    n_layers = max(len(h[0]["kl_layers"]) for h in histories.values())
+    fig, axes = plt.subplots(1, n_layers, figsize=(3.6 * n_layers, 3.8), squeeze=False, layout="constrained")
+    colours = sns.color_palette("tab10", len(histories))
+    for colour, (label, history) in zip(colours, histories.items()):
+        epochs = np.array([r["epoch"] for r in history], dtype=np.float64)
+        rows = np.array([r["kl_layers"] for r in history], dtype=np.float64)  # [epoch, layer, (KL, floor)]
+        for i, ax in enumerate(axes.flat[:rows.shape[1]]):
+            ax.plot(epochs, rows[:, i, 0], "-", color=colour, label=label)
+            if rows[:, i, 1].any():
+                ax.plot(epochs, rows[:, i, 1], "--", color=colour, linewidth=1.0)
+    for i, ax in enumerate(axes.flat):
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(layer_names[i] if layer_names and i < len(layer_names) else f"layer {i}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.flat[0].set_ylabel("KL (nats); dashed: the clamp's floor")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return [save_figure(fig, out_path)]
+
+
+def kl_layers(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> list[Path]:
+    """``kl_by_layer`` of this run's history.json (runs trained before the history held per-layer KL: [])."""
+    run_dir = Path(run_dir)
+    history_path = run_dir / HISTORY_FILE
+    history = read_json(history_path) if history_path.exists() else []
+    return kl_by_layer({"KL": history}, out_path, f"{_run_title(run_dir)}: KL per layer")
+
+
 # File name -> the function that draws it, in the order ``run_figures`` draws them.
 RUN_FIGURES: dict[str, Callable[[Path, Path], list[Path]]] = {
     "group_statistics.png": group_statistic_histograms,
@@ -359,6 +400,7 @@ RUN_FIGURES: dict[str, Callable[[Path, Path], list[Path]]] = {
     "weights.png": first_layer_weights,
     "pixel_importance.png": pixel_importance,
     "frontier.png": frontier,
+    "kl_layers.png": kl_layers,
 }
 
 

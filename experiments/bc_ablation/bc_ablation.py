@@ -131,6 +131,12 @@ def parse_args(argv=None):
     parser.add_argument("--snapshot-epochs", type=int, nargs="*", default=[],
                         help="keep each run's network after these epochs too (OUT/.../epoch<N>/)")
     parser.add_argument("--compress-only", action="store_true", help="train nothing: compress what is there")
+    parser.add_argument("--at-epoch", type=int,
+                        help="with --compress-only: compress the network kept after this epoch (<run>/epoch<N>/, "
+                             "--snapshot-epochs), so variants are compared at equal epochs")
+    parser.add_argument("--reference-error", type=float, metavar="PCT",
+                        help="the dense reference's validation error (percent) for the sparsest rule's budget, "
+                             "instead of training or reading the dense reference")
     parser.add_argument("--frontier", type=float, nargs="*",
                         help="validation budgets of the frontier (default: compress's own; none: no frontier)")
     parser.add_argument("--dataset", default="mnist")
@@ -147,12 +153,20 @@ def main(argv=None) -> int:
         config["frontier"] = []
     if args.frontier is not None:
         rules[0][1]["frontier"] = args.frontier
+    if args.reference_error is not None:
+        args.reference = "none"
+        for _, config in rules:
+            if config["rule"] == "sparsest":
+                config["reference_error_pct"] = args.reference_error
+    if args.at_epoch is not None and not args.compress_only:
+        raise SystemExit("--at-epoch compresses kept networks: use it with --compress-only")
     root = Path(args.out) / args.arch
     dense = root / "dense"
     torch.set_num_threads(1)  # compression runs here, one thread like each training job
     cells = [(m, v) for m in args.methods for v in args.variants]
     if args.compress_only:
-        codes = [OK if (root / m / v / "model.pt").exists() else TIME_LIMIT for m, v in cells]
+        kept = "model.pt" if args.at_epoch is None else f"epoch{args.at_epoch}/model.pt"
+        codes = [OK if (root / m / v / kept).exists() else TIME_LIMIT for m, v in cells]
     else:
         with one_thread_pool(args.jobs) as pool:
             if any(v in FROM_DENSE for v in args.variants) or (
@@ -163,6 +177,8 @@ def main(argv=None) -> int:
     rows = []
     for (method, variant), code in zip(cells, codes):
         run = root / method / variant
+        if args.at_epoch is not None:
+            run = run / f"epoch{args.at_epoch}"
         if code != 0 or not (run / "model.pt").exists():
             print(f"{method}/{variant}: training stopped with status {code} (3 = time limit: rerun to resume)")
             if not args.use_checkpoints or (run := snapshot(run)) is None:
