@@ -3,6 +3,7 @@ busy core makes small kernels tens of times slower, and the tests' tensors are s
 the two ways a test runs the ``bcrepro`` command: in-process (most tests) or as a process (the few that test the
 process boundary: the entry point, exit statuses, environment)."""
 import io
+import json
 import logging
 import subprocess
 import sys
@@ -72,3 +73,34 @@ def dense_lenet300(tmp_path):
     train_cell(out, arch="lenet300", method="dense", dataset="synthetic", epochs=6,
                params={"validation_size": 300})
     return out / "model.pt"
+
+
+LENET300_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200
+LENET5_WEIGHTS = 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10  # 430,500
+
+
+def fake_metrics(arch: str, method: str, seed: int = 0, **overrides) -> dict:
+    """A metrics.json as ``compress_cell`` writes it (the keys the table and figures read), numbers chosen by the
+    caller through ``overrides``."""
+    metrics = {
+        "arch": arch, "method": method, "seed": seed, "dataset": "mnist",
+        "error_pct": 1.0, "error_pruned_pct": 1.1, "error_quantized_pct": 1.2,
+        "total_weights": LENET300_WEIGHTS, "nonzero_weights": LENET300_WEIGHTS // 10,
+        "compression_pruning": 10.0, "compression_precision": 40.0, "compression_max": 60.0,
+        "bits": [8, 9, 14], "architecture": [278, 98, 13], "train_seconds": 12.5, "mlflow_run_id": None,
+        "threshold_curve": None, "thresholds": {"rule": "auto", "thresholds": None},
+    }
+    metrics.update(overrides)
+    return metrics
+
+
+def write_cell(root: Path, arch: str, method: str, seed: int = 0, *, speed=None, history=None, **overrides) -> Path:
+    """A cell's run directory ``root/arch/method/seed<seed>`` with its metrics.json (``fake_metrics``) and, when
+    given, its speed.json and history.json."""
+    run_dir = Path(root) / arch / method / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps(fake_metrics(arch, method, seed, **overrides)))
+    for name, content in (("speed.json", speed), ("history.json", history)):
+        if content is not None:
+            (run_dir / name).write_text(json.dumps(content))
+    return run_dir

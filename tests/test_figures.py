@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bcrepro.report import figures as figs
+from conftest import fake_metrics
 
 
 # ---- fakes -----------------------------------------------------------------------------------------------------------
@@ -53,10 +54,9 @@ def _history(n_epochs: int, group_totals: list[int], kl: bool) -> list[dict]:
 
 
 def _metrics(arch: str, method: str, architecture: list[int], curve) -> dict:
-    return {"arch": arch, "method": method, "seed": 0, "dataset": "mnist", "error_pct": 1.7,
-            "error_pruned_pct": 1.8, "error_quantized_pct": 1.9, "compression_pruning": 20.0,
-            "compression_precision": 50.0, "compression_max": 400.0, "architecture": architecture,
-            "threshold_curve": curve, "thresholds": {"rule": "auto", "thresholds": None}}
+    return fake_metrics(arch, method, error_pct=1.7, error_pruned_pct=1.8, error_quantized_pct=1.9,
+                        compression_pruning=20.0, compression_precision=50.0, compression_max=400.0,
+                        architecture=architecture, threshold_curve=curve)
 
 
 def _lenet300_gnj(run_dir: Path, rng: np.random.Generator) -> None:
@@ -303,3 +303,10 @@ def test_a_figure_is_written_as_a_palette_png_that_looks_like_the_rendered_one(t
     difference = np.abs(got - expected)
     assert difference.mean() < 1 / 255 and np.quantile(difference, 0.999) < 24 / 255
     assert saved.stat().st_size < reference.stat().st_size
+
+
+def test_group_statistics_compared_overlays_runs_with_a_posterior_and_skips_the_others(runs_dir, tmp_path):
+    gnj, dense = runs_dir / "lenet300" / "bc-gnj" / "seed0", runs_dir / "lenet300" / "dense" / "seed0"
+    assert figs.group_statistics_compared({"dense": dense}, tmp_path / "none.png", "t") == []
+    written = figs.group_statistics_compared({"a": gnj, "b": gnj, "dense": dense}, tmp_path / "cmp.png", "t")
+    _assert_pngs(written, ["cmp.png"])

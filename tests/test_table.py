@@ -7,28 +7,14 @@ import pytest
 
 from bcrepro.report import paper
 from bcrepro.report import table as tables
+from conftest import LENET300_WEIGHTS, LENET5_WEIGHTS, write_cell
 
-LENET300_WEIGHTS = 784 * 300 + 300 * 100 + 100 * 10  # 266,200
-LENET5_WEIGHTS = 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10  # 430,500
 
 
 def write_run(root, arch, method, seed, speed=None, **overrides):
-    """A metrics.json as `bcrepro compress` writes it, with the numbers a test cares about overridden."""
-    metrics = {
-        "arch": arch, "method": method, "seed": seed, "dataset": "mnist",
-        "error_pct": 1.0, "error_pruned_pct": 1.1, "error_quantized_pct": 1.2,
-        "total_weights": LENET300_WEIGHTS, "nonzero_weights": LENET300_WEIGHTS // 10,
-        "compression_pruning": 10.0, "compression_precision": 40.0, "compression_max": 60.0,
-        "bits": [8, 9, 14], "architecture": [278, 98, 13], "train_seconds": 12.5, "mlflow_run_id": None,
-        "exponent_bits": 3,  # one of the keys the table ignores
-    }
-    metrics.update(overrides)
-    run_dir = root / arch / method / f"seed{seed}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    if speed is not None:
-        (run_dir / "speed.json").write_text(json.dumps(speed))
-    return run_dir
+    """A metrics.json as `bcrepro compress` writes it, with the numbers a test cares about overridden (and one key
+    the table ignores)."""
+    return write_cell(root, arch, method, seed, speed=speed, **{"exponent_bits": 3, **overrides})
 
 
 def row_of(table, arch, method):

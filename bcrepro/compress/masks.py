@@ -54,7 +54,15 @@ def weight_mask_like(mask: LayerMask, weight: torch.Tensor) -> torch.Tensor:
 
 
 def keeps_all(threshold) -> bool:
-    return threshold is None or threshold == math.inf
+    """Whether a layer's threshold keeps every group. The one convention: None in memory and in JSON; +inf where a
+    search needs a number that sorts last; NaN in posterior.npz, whose arrays cannot hold None (``stored_threshold``).
+    All three read as "keep every group" here."""
+    return threshold is None or threshold == math.inf or (isinstance(threshold, float) and math.isnan(threshold))
+
+
+def stored_threshold(threshold) -> float:
+    """A threshold as posterior.npz holds it: a float, NaN for "keep every group"."""
+    return math.nan if keeps_all(threshold) else float(threshold)
 
 
 @torch.no_grad()

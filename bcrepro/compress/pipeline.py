@@ -34,8 +34,8 @@ from ..atomic import write_atomically
 from ..layers import GroupScaleLayer
 from . import accounting
 from .layer_view import eval_mode, layer_bias, layer_weight
-from .masks import (LayerMask, architecture, deterministic_net, encoded_layer, full_masks, keeps_all, layer_counts,
-                    propagate_masks, slim_block)
+from .masks import (LayerMask, architecture, deterministic_net, encoded_layer, full_masks, layer_counts,
+                    propagate_masks, slim_block, stored_threshold)
 from .precision import Precision, reduce_precision
 from .thresholds import (Evaluate, error_compression_frontier, group_statistics, select_thresholds,
                          threshold_curve)
@@ -160,7 +160,7 @@ def save_posterior(path: str | os.PathLike, net, thresholds: Sequence[float | No
         if statistic is not None:
             arrays[f"statistic_{i}"] = statistic
             labels.add(layer.statistic_label)
-        arrays[f"threshold_{i}"] = np.array(np.nan if keeps_all(threshold) else float(threshold))
+        arrays[f"threshold_{i}"] = np.array(stored_threshold(threshold))
         arrays[f"in_mask_{i}"] = mask.in_mask.cpu().numpy()
         arrays[f"out_mask_{i}"] = mask.out_mask.cpu().numpy()
         if i < n_weight_layers:

@@ -15,7 +15,8 @@ from ..runs import compressed_cells
 from .aggregate_figures import (error_vs_compression, learned_architecture, parse_architecture,  # noqa: F401
                                 speedup_measurements, speedup_vs_batch)
 from .per_run_figures import (PIXEL_SIDE, RUN_FIGURES, first_layer_weights, frontier,  # noqa: F401
-                              group_statistic_histograms, groups_kept, kl_by_layer, kl_layers, masked_weight_map, pixel_importance,
+                              group_statistic_histograms, group_statistics_compared, groups_kept, kl_by_layer,
+                              kl_layers, masked_weight_map, pixel_importance,
                               pixel_importance_map, run_figures, threshold_curves, training_curves)
 from .plotting import DPI, METHOD_COLOURS, PALETTE_COLOURS, method_colour, save_figure  # noqa: F401
 

@@ -26,6 +26,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ..compress.masks import keeps_all
 from ..runs import HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE
 from .paper import paper_row
 from .plotting import as_float, log_axis, plt, save_figure  # plotting sets the Agg backend
@@ -81,9 +82,10 @@ def _panel_grid(n: int, max_columns: int = 4, size=(4.2, 3.2)):
 
 # ---- pure maps (tested directly) -------------------------------------------------------------------------------------
 def groups_kept(statistic: np.ndarray, threshold: float) -> int:
-    """Groups kept by a threshold: a group is kept iff its statistic is below it; NaN keeps every group."""
+    """Groups kept by a threshold: a group is kept iff its statistic is below it (``keeps_all`` thresholds keep every
+    group)."""
     statistic = np.asarray(statistic)
-    if threshold is None or math.isnan(threshold):
+    if keeps_all(threshold):
         return int(statistic.size)
     return int((statistic < threshold).sum())
 
@@ -141,10 +143,10 @@ def group_statistic_histograms(run_dir: str | os.PathLike, out_path: str | os.Pa
         finite = statistic[np.isfinite(statistic)]
         bins = np.histogram_bin_edges(finite, bins=int(np.clip(2 * np.sqrt(finite.size), 10, 60))) \
             if finite.size else 10
-        kept = finite < threshold if not math.isnan(threshold) else np.ones(finite.size, dtype=bool)
+        kept = finite < threshold if not keeps_all(threshold) else np.ones(finite.size, dtype=bool)
         ax.hist([finite[kept], finite[~kept]], bins=bins, stacked=True, color=["#2b8cbe", "#bdbdbd"],
                 label=["kept", "pruned"])
-        if math.isnan(threshold):
+        if keeps_all(threshold):
             status = "threshold: keep all"
         else:
             ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}")
@@ -155,6 +157,39 @@ def group_statistic_histograms(run_dir: str | os.PathLike, out_path: str | os.Pa
         ax.set_ylabel("groups (count)")
         ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{_run_title(run_dir)}: group statistics")
+    return [save_figure(fig, out_path)]
+
+
+def group_statistics_compared(run_dirs: Mapping[str, str | os.PathLike], out_path: str | os.PathLike,
+                              title: str) -> list[Path]:
+    """One panel per group layer: the group statistic of each run (``label -> run directory`` with posterior.npz) as
+    an outlined histogram on shared bins, its threshold as a dashed line in the same colour, kept/total groups in the
+    legend: how two trainings' posteriors and chosen thresholds differ. Runs without posterior.npz are left out;
+    [] when none has one."""
+    posteriors = {label: _load_posterior(Path(d)) for label, d in run_dirs.items()}
+    posteriors = {label: p for label, p in posteriors.items() if p is not None and _layer_indices(p, "statistic_")}
+    if not posteriors:
+        return []
+    indices = sorted(set().union(*(_layer_indices(p, "statistic_") for p in posteriors.values())))
+    fig, axes = _panel_grid(len(indices))
+    colours = sns.color_palette("tab10", len(posteriors))
+    for ax, i in zip(axes, indices):
+        values = {label: np.asarray(p[f"statistic_{i}"], dtype=np.float64).reshape(-1)
+                  for label, p in posteriors.items() if f"statistic_{i}" in p}
+        finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+        bins = np.histogram_bin_edges(finite, bins=int(np.clip(2 * np.sqrt(finite.size / len(values)), 10, 60)))
+        for colour, (label, statistic) in zip(colours, values.items()):
+            threshold = _threshold(posteriors[label], i)
+            kept = groups_kept(statistic, threshold)
+            ax.hist(statistic[np.isfinite(statistic)], bins=bins, histtype="step", color=colour, linewidth=1.4,
+                    label=f"{label}: {kept}/{statistic.size} kept")
+            if not keeps_all(threshold):
+                ax.axvline(threshold, color=colour, linestyle="--", linewidth=1.0)
+        ax.set_title(f"layer {i}", fontsize=10)
+        ax.set_xlabel(f"{_statistic_label(next(iter(posteriors.values())))} (kept iff below its threshold)")
+        ax.set_ylabel("groups (count)")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
     return [save_figure(fig, out_path)]
 
 
