@@ -49,6 +49,16 @@ def final_error_pct(metrics: dict) -> float | None:
     return quantized if quantized is not None else metrics["error_pruned_pct"]
 
 
+# A compressed network whose test error exceeds its trained network's by more than this many points is flagged (its
+# log, metrics.json's ``collapsed``, the table): compression broke it, whatever its rates say.
+COLLAPSE_MARGIN_PCT = 1.0
+
+
+def compression_error_jump(metrics: dict) -> float:
+    """Points of test error the compression added: the final error (``final_error_pct``) minus the trained net's."""
+    return final_error_pct(metrics) - metrics["error_pct"]
+
+
 def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
     """The network of ``arch`` with ``method_name``'s layers for ``params`` (untrained), checked against the data
     set's input shape."""

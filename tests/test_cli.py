@@ -125,6 +125,7 @@ def test_dense_run_compresses_to_itself(tmp_path, quick_params):
     assert metrics["compression_pruning"] == 1.0
     assert metrics["compression_precision"] is None and metrics["error_quantized_pct"] is None
     assert metrics["error_pruned_pct"] == metrics["error_pct"]
+    assert metrics["error_jump_pct"] == 0.0 and metrics["collapsed"] is False
     # float weights share nothing: on disk the file is the raw float32 weights plus a header
     assert 0.99 < metrics["compression_on_disk"] < 1.0
 

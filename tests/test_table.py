@@ -286,3 +286,27 @@ def test_the_table_reads_the_compression_at_the_papers_error_off_the_frontier(tm
     table = tables.comparison_table(tables.load_runs(root))
     assert row_of(table, "lenet300", "bc-gnj")["compression_at_paper_error_mean"] == pytest.approx((9 + 5) / 2)
     assert math.isnan(row_of(table, "lenet300", "dense")["compression_at_paper_error_mean"])
+
+
+def test_a_cell_that_compression_broke_is_flagged_in_the_table(tmp_path):
+    """A net trained to 7.75 % error that scores 40.75 % after compression is not a compression result, whatever its
+    rates; the rule is the final error against the trained one, so metrics files without the flag are judged too."""
+    root = tmp_path / "runs"
+    write_run(root, "lenet300", "sws", 0, error_pct=7.75, error_pruned_pct=40.75, error_quantized_pct=40.75)
+    write_run(root, "lenet300", "sws", 1, error_pct=2.0, error_pruned_pct=2.5, error_quantized_pct=2.9)  # +0.9
+    write_run(root, "lenet300", "dc", 0, error_pct=1.7, error_pruned_pct=1.8, error_quantized_pct=None)
+    table = tables.comparison_table(tables.load_runs(root))
+    assert row_of(table, "lenet300", "sws")["n_collapsed"] == 1
+    assert row_of(table, "lenet300", "dc")["n_collapsed"] == 0
+    written = tables.write_tables(tables.load_runs(root), tmp_path / "out")
+    markdown = next(p for p in written if p.name == "table.md").read_text()
+    sws_line = next(line for line in markdown.splitlines() if line.startswith("| lenet300 | sws"))
+    dc_line = next(line for line in markdown.splitlines() if line.startswith("| lenet300 | dc"))
+    assert "(! 1 collapsed)" in sws_line and "collapsed" not in dc_line
+
+
+def test_compression_error_jump_is_the_final_error_over_the_trained_one():
+    from bcrepro.runs import COLLAPSE_MARGIN_PCT, compression_error_jump
+    assert compression_error_jump({"error_pct": 7.75, "error_pruned_pct": 41.0, "error_quantized_pct": 40.75}) == 33.0
+    assert compression_error_jump({"error_pct": 1.0, "error_pruned_pct": 1.5, "error_quantized_pct": None}) == 0.5
+    assert COLLAPSE_MARGIN_PCT == 1.0

@@ -12,8 +12,8 @@ from ..compress.evaluation import PrefixReusingErrorRate
 from ..compress.thresholds import DEFAULT_FRONTIER_BUDGETS
 from ..deploy import slim
 from ..errors import UsageError
-from ..runs import (ARTEFACT_FILE, COMPRESSED_FILE, METRICS_FILE, MLFLOW_MODEL_DIR, POSTERIOR_FILE, SLIM_FILE,
-                    load_trained)
+from ..runs import (ARTEFACT_FILE, COLLAPSE_MARGIN_PCT, COMPRESSED_FILE, METRICS_FILE, MLFLOW_MODEL_DIR,
+                    POSTERIOR_FILE, SLIM_FILE, compression_error_jump, load_trained)
 from ..train import error_rate
 from .device import job_device
 from .options import Tracking, open_cell_run
@@ -64,6 +64,11 @@ def _rate(value) -> str:
 
 
 def _log_summary(out: Path, metrics: dict, reduces_precision: bool) -> None:
+    if metrics["collapsed"]:
+        log.warning("COLLAPSED: compression took the test error from %.2f%% to %.2f%% (+%.2f points, more than the "
+                    "%.1f allowed): the rates below describe a broken network (collapsed: true in %s)",
+                    metrics["error_pct"], metrics["error_pct"] + metrics["error_jump_pct"], metrics["error_jump_pct"],
+                    COLLAPSE_MARGIN_PCT, METRICS_FILE)
     if metrics["empty_layers"]:
         log.warning("layers %s keep no weight: the network's output no longer depends on its input, every rate is "
                     "infinite (null in %s) and the error is chance level", metrics["empty_layers"], METRICS_FILE)
@@ -117,6 +122,8 @@ def compress_cell(run_dir, *, thresholds: dict | None = None, reference_run: str
             "mlflow_run_id": tracker.run_id or run.get("mlflow_run_id"),
             "train_seconds": run.get("train_seconds"),
         }
+        metrics["error_jump_pct"] = compression_error_jump(metrics)
+        metrics["collapsed"] = metrics["error_jump_pct"] > COLLAPSE_MARGIN_PCT
         write_json(metrics, out / METRICS_FILE)
         tracker.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))
                              and not isinstance(value, bool) and key != "seed"})

@@ -32,7 +32,7 @@ from bcrepro.atomic import write_text
 from bcrepro.compress.thresholds import compression_at_error
 from bcrepro.deploy.speed import speedups
 from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
-from bcrepro.runs import METRICS_FILE, SPEED_FILE, compressed_cells
+from bcrepro.runs import COLLAPSE_MARGIN_PCT, METRICS_FILE, SPEED_FILE, compressed_cells
 
 # The paper's order (Table 1): the table's rows and the figures' legends list architectures and methods in it.
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
@@ -57,7 +57,7 @@ TABLE_COLUMNS = [
     "error_quantized_pct_mean",
     "compression_pruning_mean", "compression_pruning_std", "compression_precision_mean", "compression_precision_std",
     "compression_max_mean", "nonzero_pct_mean", "bits", "speedup_cpu_mean", "speedup_cuda_mean",
-    "compression_at_paper_error_mean", "paper_dataset", "paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
+    "compression_at_paper_error_mean", "n_collapsed", "paper_dataset", "paper_error_pct", "paper_compression_pruning", "paper_compression_precision",
     "paper_compression_max", "paper_nonzero_pct", "paper_bits", "paper_starred",
     "diff_error_pct", "diff_compression_pruning", "diff_compression_precision",
     "own_paper", "own_error_pct", "own_nonzero_pct", "own_rate", "own_rate_kind",
@@ -218,6 +218,9 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             "speedup_cpu_mean": group["speedup_cpu"].mean(),
             "speedup_cuda_mean": group["speedup_cuda"].mean(),
             "compression_at_paper_error_mean": group["compression_at_paper_error"].mean(),
+            # seeds whose compression added more than COLLAPSE_MARGIN_PCT points of error (metrics files written
+            # before the flag existed are judged the same way)
+            "n_collapsed": int(((final_error - group["error_pct"]) > COLLAPSE_MARGIN_PCT).sum()),
             "paper_dataset": PAPER_DATASET.get(arch, "") if paper is not None else "",
             "paper_error_pct": _paper_number(paper, "error_pct"),
             "paper_compression_pruning": _paper_number(paper, "compression_pruning"),
@@ -321,7 +324,8 @@ _COMPARISON_HEADERS = ["arch", "method", "data", "seeds", "error % compressed (m
 def _comparison_cells(row, style: _Style) -> list[str]:
     return [
         style.text(row["arch"]), style.text(row["method"]), style.text(row["dataset"]), str(int(row["n_seeds"])),
-        style.mean_std(row["error_final_pct_mean"], row["error_final_pct_std"], 2),
+        style.mean_std(row["error_final_pct_mean"], row["error_final_pct_std"], 2)
+        + (style.escape(f" (! {int(row['n_collapsed'])} collapsed)") if row["n_collapsed"] else ""),
         style.paper(row["paper_error_pct"], 1),
         style.number(row["nonzero_pct_mean"], 1), style.paper(row["paper_nonzero_pct"], 1),
         style.mean_std(row["compression_pruning_mean"], row["compression_pruning_std"], 1),
@@ -350,6 +354,7 @@ _NOTE = ("Paper numbers are the paper's (Table 1 of Louizos et al. 2017) and wer
          "(compare with CR max). "
          "CR pruning at paper error = the most compression on the run's error-compression frontier (thresholds "
          "chosen on validation data at budgets of +0 to +2 points) whose test error is at most the paper's. "
+         f"! N collapsed = N seeds whose compression added more than {COLLAPSE_MARGIN_PCT:g} point of test error. "
          "CR = compression rate (×); ± = std over seeds (– with one seed); – = not available.")
 
 
