@@ -361,3 +361,20 @@ def test_a_run_declared_again_with_other_thresholds_keeps_its_training_and_takes
     other = bcrepro(*base, "--params-json", json.dumps({"validation_size": 300, "thresholds": auto, "lr": 0.01}))
     assert other.returncode == 1 and "params.lr (0.001 there, 0.01 here)" in other.stderr
     assert "thresholds" not in other.stderr
+
+
+def test_a_run_written_before_a_hyper_parameter_existed_resumes_under_its_default(tmp_path):
+    """run.json of an older run lacks a key added since (here Sparse VD's sampled_variance, whose default is the
+    behaviour those runs trained with): resuming it is the same training, not 'other settings'."""
+    run = tmp_path / "svd"
+    base = ["train", "--arch", "lenet300", "--method", "sparse-vd", "--dataset", "synthetic", "--epochs", 1,
+            "--params-json", '{"validation_size": 300}', "--out", run]
+    assert bcrepro(*base).returncode == 0
+    stored = json.loads((run / "run.json").read_text())
+    del stored["params"]["sampled_variance"]
+    (run / "run.json").write_text(json.dumps(stored))
+    (run / "model.pt").unlink()
+    again = bcrepro(*base)
+    assert again.returncode == 0, again.stderr
+    other = bcrepro(*base[:-4], "--params-json", '{"validation_size": 300, "sampled_variance": "alpha"}', "--out", run)
+    assert other.returncode == 1 and "params.sampled_variance ('sigma2' there, 'alpha' here)" in other.stderr

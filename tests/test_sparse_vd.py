@@ -240,3 +240,38 @@ def test_svdo_gradients_reach_theta_and_log_sigma2(make, x_shape):
     layer.zero_grad()
     layer.kl_divergence().backward()
     assert (layer.log_sigma2.grad < 0).all()
+
+
+@pytest.mark.parametrize("sampled_variance, expected", [("sigma2", "sigma"), ("alpha", "none")])
+def test_a_pruned_weight_adds_noise_only_under_the_sigma2_parameterisation(sampled_variance, expected):
+    """One input, one output, one pruned weight (theta = 1e-6, sigma^2 = 1, log alpha clipped at 8): the pre-activation
+    variance is x^2 sigma^2 = 4 when sampling with sigma^2, and x^2 e^8 theta^2 (+1e-8) ~ 1e-8 with the authors'
+    exp(log alpha) theta^2 -- measured here by Monte Carlo over many forwards."""
+    layer = LinearSVDO(1, 1, sampled_variance=sampled_variance)
+    with torch.no_grad():
+        layer.theta.fill_(1e-6)
+        layer.log_sigma2.fill_(0.0)
+    assert not layer.weight_mask().any()  # log alpha = 8 > 3: pruned
+    layer.train()
+    torch.manual_seed(0)
+    x = torch.full((20000, 1), 2.0)
+    with torch.no_grad():
+        variance = layer(x).var().item()
+    if expected == "sigma":
+        assert variance == pytest.approx(4.0, rel=0.05)
+    else:
+        assert variance < 1e-6
+        closed_form = 4.0 * math.exp(8.0) * 1e-12 + 1e-8
+        assert variance == pytest.approx(closed_form, rel=0.1)
+
+
+def test_the_two_parameterisations_sample_alike_where_log_alpha_is_inside_its_clip():
+    torch.manual_seed(1)
+    a, b = LinearSVDO(30, 5, sampled_variance="sigma2"), LinearSVDO(30, 5, sampled_variance="alpha")
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():  # theta^2 far above the 1e-8 inside log alpha, so alpha theta^2 = sigma^2 to float precision
+        a.theta.uniform_(0.1, 1.0)
+        b.theta.copy_(a.theta)
+        a.log_sigma2.copy_(torch.log(a.theta.square()) - 2.0)  # log alpha = -2
+        b.log_sigma2.copy_(a.log_sigma2)
+    torch.testing.assert_close(a.sampled_weight_variance(), b.sampled_weight_variance(), rtol=1e-5, atol=0)

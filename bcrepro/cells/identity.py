@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
+from ..methods import METHODS
 
 # Settings that only `compress` reads: a run may resume, or be declared again, under other values, which then replace
 # the stored ones (training never reads them, so the trained network is the same).
@@ -11,9 +12,15 @@ COMPRESSION_ONLY_PARAMS = ("thresholds",)
 
 
 def training_identity(run: dict) -> dict:
-    """What makes two runs' training the same: ``run.json``'s identity, its params without compression-only ones."""
+    """What makes two runs' training the same: ``run.json``'s identity, its params without compression-only ones.
+
+    A key the run.json lacks (a hyper-parameter added since it was written) counts as the method's default: a new key
+    defaults to the behaviour the code had before it, so an older run resumes under it."""
     identity = {k: run.get(k) for k in ("arch", "method", "dataset", "seed", "init")}
-    identity["params"] = {k: v for k, v in (run.get("params") or {}).items() if k not in COMPRESSION_ONLY_PARAMS}
+    method = METHODS.get(run.get("method"))
+    defaults = method.hyperparameters.get(run.get("arch"), {}) if method is not None else {}
+    params = {**defaults, **(run.get("params") or {})}
+    identity["params"] = {k: v for k, v in params.items() if k not in COMPRESSION_ONLY_PARAMS}
     return identity
 
 

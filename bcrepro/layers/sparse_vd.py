@@ -10,6 +10,9 @@ Conventions, as in the authors' ``nets/layers.py``:
 - training forward: local reparameterisation, ``b = x theta^T + bias + sqrt(x^2 sigma^2 + 1e-8) eps``; the bias is
   deterministic and stays out of the variance (a bias in the variance made a conv port diverge, deepbayes#7);
 - eval forward: no noise, the weights ``theta * 1[log alpha <= 3]``;
+- the sampled weight variance: ``sigma^2`` (``sampled_variance="sigma2"``), or the authors' ``exp(clip(log alpha,
+  -8, 8)) theta^2`` (``"alpha"``), the same value while log alpha lies within the clip and far less past it: a weight
+  whose theta has gone to 0 (pruned) then injects no noise, where ``sigma^2`` keeps its full variance in every forward;
 - initialisation: ``log_sigma2 = -10``, ``bias = 0``, ``theta ~ N(0, 0.01^2)`` for linear layers and Glorot-uniform for
   conv layers (their experiments pass ``W=init.Normal()`` to the conv layer, but that keyword never reaches the parent
   constructor, so Glorot-uniform is what ran).
@@ -41,6 +44,8 @@ LOG_SIGMA2_INIT = -10.0
 _THETA2_EPS = 1e-8
 # Added to the pre-activation variance before the sqrt, as the authors' code does.
 _VARIANCE_EPS = 1e-8
+# What the training forward samples each weight's variance from (see the module docstring).
+SAMPLED_VARIANCES = ("sigma2", "alpha")
 
 
 def svdo_log_alpha(theta: torch.Tensor, log_sigma2: torch.Tensor) -> torch.Tensor:
@@ -57,8 +62,12 @@ class SVDOLayer(nn.Module):
 
     statistic_label = "log α"
 
-    def __init__(self, weight_shape: tuple[int, ...], n_out: int, train_clip: bool = False):
+    def __init__(self, weight_shape: tuple[int, ...], n_out: int, train_clip: bool = False,
+                 sampled_variance: str = "sigma2"):
         super().__init__()
+        if sampled_variance not in SAMPLED_VARIANCES:
+            raise ValueError(f"sampled_variance must be one of {SAMPLED_VARIANCES}, got {sampled_variance!r}")
+        self.sampled_variance = sampled_variance
         self.theta = nn.Parameter(torch.empty(weight_shape))
         self.log_sigma2 = nn.Parameter(torch.full(weight_shape, LOG_SIGMA2_INIT))
         self.bias = nn.Parameter(torch.zeros(n_out))
@@ -102,21 +111,29 @@ class SVDOLayer(nn.Module):
         """
         return jeffreys_kl_approx(self.log_alpha())
 
+    def sampled_weight_variance(self) -> torch.Tensor:
+        """The variance the training forward samples each weight with: ``sigma^2``, or ``exp(log alpha) theta^2``
+        with log alpha clipped to [-8, 8] (the authors' layer), which vanishes with theta.  # weight shape"""
+        if self.sampled_variance == "alpha":
+            return self.log_alpha().exp() * self.theta.square()
+        return self.log_sigma2.exp()
+
     # ---- forward --------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self._affine(x, self.theta * self.weight_mask(), self.bias)
         theta = self.theta * self.weight_mask() if self.train_clip else self.theta
         mean = self._affine(x, theta, self.bias)
-        variance = self._affine(x * x, self.log_sigma2.exp(), None)
+        variance = self._affine(x * x, self.sampled_weight_variance(), None)
         return torch.addcmul(mean, (variance + _VARIANCE_EPS).sqrt(), torch.randn_like(mean))
 
 
 class LinearSVDO(SVDOLayer):
     """Fully connected sparse-VD layer: ``theta`` and ``log_sigma2`` are ``[out_features, in_features]``."""
 
-    def __init__(self, in_features: int, out_features: int, *, train_clip: bool = False):
-        super().__init__((out_features, in_features), out_features, train_clip)
+    def __init__(self, in_features: int, out_features: int, *, train_clip: bool = False,
+                 sampled_variance: str = "sigma2"):
+        super().__init__((out_features, in_features), out_features, train_clip, sampled_variance)
         self.in_features = in_features
         self.out_features = out_features
         with torch.no_grad():
@@ -133,9 +150,9 @@ class Conv2dSVDO(SVDOLayer):
     """2-D convolutional sparse-VD layer: ``theta`` and ``log_sigma2`` are ``[out, in, kh, kw]``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1, *,
-                 train_clip: bool = False):
+                 train_clip: bool = False, sampled_variance: str = "sigma2"):
         kernel = torch.nn.modules.utils._pair(kernel_size)
-        super().__init__((out_channels, in_channels, *kernel), out_channels, train_clip)
+        super().__init__((out_channels, in_channels, *kernel), out_channels, train_clip, sampled_variance)
         set_conv_geometry(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         with torch.no_grad():
             nn.init.xavier_uniform_(self.theta)  # Lasagne's GlorotUniform: the same fans (channels * receptive field)
