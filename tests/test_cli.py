@@ -304,9 +304,10 @@ def test_compress_refuses_a_reference_with_another_hold_out_and_bad_thresholds_j
     assert done.returncode == 1 and "--thresholds-json is not valid JSON" in done.stderr
 
 
-@pytest.mark.parametrize("method, late", [("dc", "prune_iterations[1] = 4300"), ("dns", "iter_stop[0] = 20000")])
+@pytest.mark.parametrize("method, late", [("dc", "prune_iterations[1] = 135"), ("dns", "iter_stop[0] = 628")])
 def test_a_schedule_counted_in_iterations_that_a_run_cannot_reach_is_refused(tmp_path, method, late):
-    # 1,700 training images at batch 64 are 27 steps an epoch: 3 epochs are 81 steps, far short of the schedule
+    # 1,700 training images at batch 64 are 27 steps an epoch, against MNIST's 860: the schedule scales by 27/860
+    # (DC's round at 4,300 to 135, DNS's end at 20,000 to 628), and 3 epochs are 81 steps, still short of it
     run = tmp_path / method
     done = bcrepro("train", "--arch", "lenet300", "--method", method, "--dataset", "synthetic", "--epochs", 3,
                    "--params-json", '{"validation_size": 300}', "--out", run)
@@ -378,3 +379,31 @@ def test_a_run_written_before_a_hyper_parameter_existed_resumes_under_its_defaul
     assert again.returncode == 0, again.stderr
     other = bcrepro(*base[:-4], "--params-json", '{"validation_size": 300, "sampled_variance": "alpha"}', "--out", run)
     assert other.returncode == 1 and "params.sampled_variance ('sigma2' there, 'alpha' here)" in other.stderr
+
+
+
+def test_an_iteration_counted_schedule_keeps_its_place_in_each_epoch_on_other_data(tmp_path):
+    """DC's schedule is set for MNIST's 55,000 images (860 steps an epoch at batch 64): on 1,700 synthetic images (27
+    steps) it scales by 27/860 and runs, saying so, instead of refusing a run that would never reach it."""
+    run = tmp_path / "dc"
+    done = bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 21,
+                   "--params-json", '{"validation_size": 300}', "--out", run)
+    assert done.returncode == 0, done.stderr
+    factor = 27 / 860
+    assert f"scaled by {factor:.4g}" in done.stderr
+    assert "prune_iterations[1] = 135" in done.stderr and f"quantize_iteration = {round(17200 * factor)}" in done.stderr
+    stored = json.loads((run / "run.json").read_text())
+    assert stored["schedule_scale"] == pytest.approx(factor)
+    assert stored["params"]["quantize_iteration"] == 17200  # the declared schedule; the factor says how it ran
+
+
+def test_a_schedule_of_ones_own_is_taken_as_it_is_and_the_default_one_is_scaled():
+    from bcrepro.cells.training import schedule_for_data
+    dc = get_method("dc")
+    params = dc.params_for("lenet300")
+    own = dict(params, prune_iterations=[0, 25, 50], quantize_iteration=100)
+    assert schedule_for_data(dc, "lenet300", own, 1700, {"prune_iterations": [0, 25, 50]}) == (own, 1.0)
+    # the default written out again (the workflow's config does) is still the default: scaled
+    scaled, factor = schedule_for_data(dc, "lenet300", params, 1700, {"prune_iterations": [0, 4300, 8600]})
+    assert factor == pytest.approx(27 / 860) and scaled["prune_iterations"] == [0, 135, 270]
+    assert schedule_for_data(dc, "lenet300", params, 55_000, {}) == (params, 1.0)  # MNIST's own size

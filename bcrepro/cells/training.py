@@ -42,6 +42,32 @@ def epoch_metrics(record: dict) -> dict:
     return metrics
 
 
+# The iteration-counted schedules (DC's pruning and quantisation, DNS's end of surgery) are set for MNIST's training
+# split; on other data they keep their place in each epoch (schedule_for_data).
+SCHEDULE_TRAIN_IMAGES = 55_000
+
+
+def schedule_for_data(method, arch: str, params: dict, n_train: int, overrides: dict) -> tuple[dict, float]:
+    """``params`` with the method's iteration-counted schedule scaled from MNIST's 55,000 training images to
+    ``n_train`` (steps per epoch over MNIST's at the same batch), and the factor; 1 and ``params`` unchanged where the
+    method has no such schedule, the data is MNIST's size, or ``overrides`` (the user's) changed the schedule from the
+    method's default: a schedule of one's own is taken as it is."""
+    if method.scale_schedule is None:
+        return params, 1.0
+    defaults = method.hyperparameters.get(arch, {})
+    if any(key in overrides and overrides[key] != defaults.get(key) for key in method.scale_schedule(params, 1.0)):
+        return params, 1.0
+    batch = params["batch_size"]
+    factor = math.ceil(n_train / batch) / math.ceil(SCHEDULE_TRAIN_IMAGES / batch)
+    if factor == 1.0:
+        return params, 1.0
+    scaled = {**params, **method.scale_schedule(params, factor)}
+    log.info("%s: the iteration-counted schedule is set for %d training images and this run has %d: scaled by %.4g "
+             "to %s", method.name, SCHEDULE_TRAIN_IMAGES, n_train, factor,
+             ", ".join(f"{name} = {step}" for name, step in method.scheduled_steps(scaled).items()))
+    return scaled, factor
+
+
 def check_schedule(method, params: dict, n_train: int) -> None:
     """Refuse a run whose iteration-counted schedule (DC's pruning and quantisation, DNS's end of surgery) would not
     happen within its optimiser steps: it would train, report and never say that its method did not run."""
@@ -56,7 +82,7 @@ def check_schedule(method, params: dict, n_train: int) -> None:
             f"{method.name}: this run has {total} optimiser steps ({params['epochs']} epochs of {steps_per_epoch} "
             f"at batch {params['batch_size']} on {n_train} training images), but its schedule acts at "
             + ", ".join(f"{name} = {step}" for name, step in late.items())
-            + " (set for MNIST's 55,000 images at batch 64). Give more epochs, or scale the schedule, e.g. "
+            + " (scaled to this data from MNIST's 55,000 images). Give more epochs, or scale the schedule, e.g. "
             f"--params-json with every iteration count times {scale:.3g}")
 
 
@@ -102,7 +128,8 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
             return json.loads((out / RUN_FILE).read_text())
 
     splits = load_dataset_for_run(run, torch_device)
-    check_schedule(spec, resolved, len(splits.train_y))
+    scheduled, run["schedule_scale"] = schedule_for_data(spec, arch, resolved, len(splits.train_y), params or {})
+    check_schedule(spec, scheduled, len(splits.train_y))
     torch.manual_seed(seed)
     net = build_net(arch, method, resolved, splits)
     if init:
@@ -111,7 +138,7 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
         log.warning("%s starts from a dense reference in the paper's table; training from scratch (no --init)",
                     method)
     if spec.prepare is not None and not (out / CHECKPOINT).exists():
-        spec.prepare(net, resolved)
+        spec.prepare(net, scheduled)
     config = TrainConfig.from_params(resolved, seed=seed)  # every setting checked before the first file
     out.mkdir(parents=True, exist_ok=True)
     write_json(run, out / RUN_FILE)
@@ -125,7 +152,7 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
         history = train(net, splits, config, out, torch_device, groups_kept=monitor_groups_kept,
                         time_limit_s=None if max_minutes is None else 60.0 * max_minutes,
                         snapshot_epochs=set(snapshot_epochs),
-                        after_step=None if spec.after_step is None else spec.after_step(net, resolved),
+                        after_step=None if spec.after_step is None else spec.after_step(net, scheduled),
                         on_epoch_end=lambda record: tracker.log_metrics(epoch_metrics(record), step=record["epoch"]))
         train_seconds = sum(record["seconds"] for record in history)
         torch.save(net.state_dict(), out / MODEL_FILE)
