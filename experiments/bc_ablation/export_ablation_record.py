@@ -2,7 +2,13 @@
 its figures: per trained net ``run.json``, ``history.json`` and ``training.png``; per rule ``metrics.json`` and
 ``compressed.bin``; ``frontier.png`` where a rule computed the frontier; the rows ``ablation.jsonl`` and, from all of
 them, the table ``ablation.md`` (``bc_ablation.py`` writes its own ``ablation.md`` with the rows of its last
-invocation only). No model files.
+invocation only). No model files. Each trained net also gets ``kl_layers.png`` (each layer's KL and its clamp's floor)
+where its history has them.
+
+With ``--compare-with CELLS`` (a record's ``runs/<arch>`` folder, e.g. ``results/mnist/runs/lenet5``), each method
+gets two figures beside the variants: ``<method>_kl_by_layer.png`` (every variant's per-layer KL over training) and
+``<method>_group_statistics.png`` (every variant's group statistics and chosen thresholds after the first rule, with
+the record's seed-0 cell of the same method as the default's).
 
     python experiments/bc_ablation/export_ablation_record.py --ablation runs/ablation --out results/ablation
 """
@@ -18,7 +24,7 @@ from bcrepro.report.ablation_table import markdown_table
 from bcrepro.report import figures
 
 RUN_FILES = ("run.json", "history.json")
-RULE_FILES = ("metrics.json", "compressed.bin")
+RULE_FILES = ("metrics.json", "compressed.bin", "posterior.npz")
 
 
 def trained_nets(root: Path):
@@ -37,6 +43,7 @@ def export(ablation: Path, out: Path) -> list[Path]:
             shutil.copy2(net / name, target / name)
             written.append(target / name)
         written += figures.training_curves(net, target / "training.png")
+        written += figures.kl_layers(net, target / "kl_layers.png")
         for rule in sorted(p for p in (net / "rules").iterdir() if (p / "metrics.json").exists()):
             rule_target = target / "rules" / rule.name
             rule_target.mkdir(parents=True, exist_ok=True)
@@ -54,12 +61,38 @@ def export(ablation: Path, out: Path) -> list[Path]:
     return written
 
 
+def compare(ablation: Path, out: Path, cells: Path) -> list[Path]:
+    """Per method, the variants' per-layer KL over training and their group statistics beside the record's default
+    (``cells/<method>/seed0``)."""
+    written = []
+    nets = list(trained_nets(ablation))
+    for method in sorted({net.relative_to(ablation).parts[1] for net in nets}):
+        mine = [net for net in nets if net.relative_to(ablation).parts[1] == method]
+        label = {net: "/".join(net.relative_to(ablation).parts[2:]) for net in mine}
+        histories = {label[net]: json.loads((net / "history.json").read_text()) for net in mine}
+        arch = mine[0].relative_to(ablation).parts[0]
+        written += figures.kl_by_layer(histories, out / f"{method}_kl_by_layer.png",
+                                       f"{arch} / {method}: KL per layer (dashed: the clamp's floor)")
+        posteriors = {"default (record, seed 0)": cells / method / "seed0"}
+        for net in mine:
+            rules = sorted(p for p in (net / "rules").iterdir() if (p / "metrics.json").exists())
+            if rules:
+                posteriors[label[net]] = rules[0]
+        written += figures.group_statistics_compared(posteriors, out / f"{method}_group_statistics.png",
+                                                     f"{arch} / {method}: group statistics and thresholds")
+    return written
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ablation", default="runs/ablation", help="the --out folder of bc_ablation.py")
     parser.add_argument("--out", default="results/ablation")
+    parser.add_argument("--compare-with", metavar="CELLS",
+                        help="a record's runs/<arch> folder: draw each method's variants beside its seed-0 cell")
     args = parser.parse_args(argv)
     written = export(Path(args.ablation), Path(args.out))
+    if args.compare_with:
+        written += compare(Path(args.ablation), Path(args.out), Path(args.compare_with))
     if not written:
         print(f"nothing to export under {args.ablation}")
         return 1
