@@ -27,11 +27,11 @@ from typing import Callable, Collection
 import torch
 import torch.nn.functional as F
 
-from .atomic import write_atomically
+from .atomic import write_atomically, write_json
 from .data import DataSplits, augment_cifar, minibatches
 from . import pooling
 from .models import Net
-from .runs import CHECKPOINT
+from .runs import CHECKPOINT, HISTORY_FILE, MODEL_FILE, RUN_FILE
 
 log = logging.getLogger("bcrepro.train")
 
@@ -218,10 +218,10 @@ def save_snapshot(out: Path, history: list[dict], model_state: dict) -> Path:
     compare variants at equal epochs from one longer run."""
     folder = out / f"epoch{len(history)}"
     folder.mkdir(parents=True, exist_ok=True)
-    if (out / "run.json").exists():
-        (folder / "run.json").write_text((out / "run.json").read_text())
-    (folder / "history.json").write_text(json.dumps(history))
-    _save_atomically(model_state, folder / "model.pt")
+    if (out / RUN_FILE).exists():
+        write_json(json.loads((out / RUN_FILE).read_text()), folder / RUN_FILE)
+    write_json(history, folder / HISTORY_FILE)
+    _save_atomically(model_state, folder / MODEL_FILE)
     return folder
 
 

@@ -82,7 +82,8 @@ def check_schedule(method, params: dict, n_train: int) -> None:
             f"{method.name}: this run has {total} optimiser steps ({params['epochs']} epochs of {steps_per_epoch} "
             f"at batch {params['batch_size']} on {n_train} training images), but its schedule acts at "
             + ", ".join(f"{name} = {step}" for name, step in late.items())
-            + " (scaled to this data from MNIST's 55,000 images). Give more epochs, or scale the schedule, e.g. "
+            + f" (scaled to this data from MNIST's {SCHEDULE_TRAIN_IMAGES:,} images). Give more epochs, or scale the "
+            "schedule, e.g. "
             f"--params-json with every iteration count times {scale:.3g}")
 
 
