@@ -3,6 +3,7 @@
     snakemake --cores all                                  # the paper's configuration (config/config.yaml)
     snakemake --cores all --configfile config/quick.yaml   # every LeNet cell, one seed, minutes on a CPU
     snakemake --profile profiles/slurm                     # on a SLURM cluster
+    snakemake --cores all searches --configfile config/search_sws.yaml   # hyper-parameter studies (`searches`)
 
 stage data -> create the MLflow store -> pretrain dense (arch, seed) -> train (arch, method, seed) -> compress ->
 speed-up (group-sparse methods) -> table and figures. Every job is one `bcrepro` CLI call; see workflow/rules/.
@@ -27,6 +28,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/compress.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/search_common.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:

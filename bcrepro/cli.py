@@ -6,7 +6,8 @@
     bcrepro methods
 
 Workflow verbs (each one Snakemake rule): ``stage`` (check or download a data set), ``mlflow-init`` (create the store
-once), ``table`` and ``figures`` (aggregate ``results/runs``), ``mlflow-import`` (replay deferred runs into the store).
+once), ``table`` and ``figures`` (aggregate ``results/runs``), ``mlflow-import`` (replay deferred runs into the store),
+``search`` and ``search-report`` (a hyper-parameter study with Optuna, ``bcrepro.search``).
 Run-level verbs log to MLflow with ``--mlflow-uri URI [--mlflow-mode direct|deferred]`` (``bcrepro.tracking``).
 
 Errors (unknown names, bad parameters, missing data, a diverging loss) print one line naming the problem and exit
@@ -181,6 +182,40 @@ def cmd_methods(args) -> None:
         print(f"{name:10s} {method.description} (architectures: {', '.join(sorted(method.hyperparameters))})")
 
 
+def cmd_search(args) -> None:
+    """One worker of a hyper-parameter study (``bcrepro.search``); the workflow's ``search_worker`` jobs run it:
+
+        bcrepro search --study sws_lenet5 --storage sqlite:///results/search/sws_lenet5/study.db --arch lenet5 \\
+            --method sws --dataset mnist --init results/runs/lenet5/dense/seed0/model.pt --epochs 30 \\
+            --params-json '{"batch_size": 256}' --space-file space.yaml --max-validation-error-pct 1.2 \\
+            --trials 16 --out results/search/sws_lenet5/trials
+    """
+    from . import search  # optuna is only needed here
+
+    settings = search.TrialSettings(
+        method=args.method, arch=args.arch, dataset=args.dataset, seed=args.seed, epochs=args.epochs,
+        params=read_params_json(args.params_json), data_root=args.data_root, download=not args.no_download,
+        init=args.init, reference=args.reference_run, device=args.device, tracking=tracking_options(args),
+        budget=search.Budget(args.max_validation_error_pct, args.max_error_increase))
+    summary = search.run_search(args.study, args.storage, settings, search.read_space(args.space_json,
+                                                                                     args.space_file),
+                                args.trials, args.out, heartbeat=args.heartbeat)
+    if args.stamp:
+        write_json(summary, Path(args.stamp))
+
+
+def cmd_search_report(args) -> None:
+    """A study's table and best configuration; the workflow's ``search_report`` rule runs it:
+
+        bcrepro search-report --study sws_lenet5 --storage sqlite:///results/search/sws_lenet5/study.db \\
+            --out results/search/sws_lenet5
+    """
+    from . import search  # optuna is only needed here
+
+    for path in search.write_report(args.study, args.storage, args.out):
+        log.info("wrote %s", path)
+
+
 def add_tracking_args(parser: argparse.ArgumentParser, required_uri: bool = False) -> None:
     parser.add_argument("--mlflow-uri", required=required_uri,
                         help="tracking URI (sqlite:///results/mlflow.db or http://host:port); none = no tracking")
@@ -299,6 +334,46 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=cmd_methods)
+
+    p = verbs.add_parser("search", help="one worker of an Optuna study of a method's hyper-parameters: the fewest "
+                                        "kept weights within a validation-error budget (resumable; run several)")
+    p.add_argument("--study", required=True, help="the study's name in the storage")
+    p.add_argument("--storage", required=True,
+                   help="Optuna storage URL shared by the workers, e.g. sqlite:///results/search/NAME/study.db")
+    p.add_argument("--arch", required=True, choices=sorted(models.ARCHITECTURES))
+    p.add_argument("--method", required=True, help=f"one of {sorted(METHODS)}")
+    p.add_argument("--dataset", required=True, choices=sorted(data.DATASETS))
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every trial (and of the dense reference)")
+    p.add_argument("--epochs", type=int, help="epochs of every trial (default: the method's)")
+    p.add_argument("--init", help="a dense run's model.pt every trial starts from")
+    p.add_argument("--reference-run", metavar="DIR",
+                   help="the dense run the budget's --max-error-increase is stated against (default: --init's folder)")
+    p.add_argument("--params-json", help="hyper-parameters fixed for every trial, as a JSON object")
+    space = p.add_mutually_exclusive_group(required=True)
+    space.add_argument("--space-json", help="the search space as a JSON object (docs/workflow.md)")
+    space.add_argument("--space-file", help="the search space in a YAML or JSON file")
+    p.add_argument("--max-validation-error-pct", type=float,
+                   help="budget: the compressed network's validation error at most this (percent)")
+    p.add_argument("--max-error-increase", type=float,
+                   help="budget: at most this many points over the dense reference's validation error")
+    p.add_argument("--trials", type=int, required=True,
+                   help="the study's total of finished trials (not this worker's share); rerun to resume")
+    p.add_argument("--heartbeat", type=float, default=30.0,
+                   help="seconds between a running trial's heartbeats; a trial silent for 4 of them is taken as "
+                        "interrupted and tried again (default 30)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--out", required=True, help="folder of the trials' run directories (trial0000/, ...)")
+    p.add_argument("--stamp", help="write this worker's summary (JSON) here when the study is complete")
+    add_tracking_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = verbs.add_parser("search-report", help="a study's table (study.csv, study.md) and best.json")
+    p.add_argument("--study", required=True)
+    p.add_argument("--storage", required=True)
+    p.add_argument("--out", required=True, help="folder for study.csv, study.md and best.json")
+    p.set_defaults(func=cmd_search_report)
     return parser
 
 
