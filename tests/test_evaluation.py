@@ -105,6 +105,35 @@ def test_auto_search_and_curve_get_the_error_rate_of_every_network_while_skippin
     assert both.reusing.modules_skipped > 0
 
 
+def test_the_paired_search_gets_each_networks_mistakes_image_by_image_while_skipping_shared_layers():
+    torch.manual_seed(0)
+    net = NETS["lenet5-gnj"]().eval()
+    spread_posterior(net, seed=1)
+    x, y = data_for(net, 300, seed=2)
+    reusing = PrefixReusingErrorRate(x, y, batch_size=128)
+    checked = []
+
+    class Checked:
+        def __call__(self, candidate):
+            raise AssertionError("the paired acceptance scores every network by its mistakes")
+
+        def mistakes(self, candidate):
+            wrong = reusing.mistakes(candidate)
+            fast = pooling.fast_inference(candidate.eval())
+            with torch.no_grad():  # from scratch, in the evaluator's batches
+                fresh = torch.cat([fast(x[i:i + 128]).argmax(1) != y[i:i + 128] for i in range(0, len(y), 128)])
+            assert wrong.dtype == torch.bool and torch.equal(wrong, fresh)
+            assert 100.0 * int(wrong.sum()) / len(y) == error_rate(candidate, x, y, batch_size=128)
+            checked.append(int(wrong.sum()))
+            return wrong
+
+    thresholds, record = select_thresholds(net, {"rule": "auto", "max_candidates": 6, "max_error_increase": 3.0,
+                                                 "acceptance": "paired"}, Checked())
+    assert len(checked) > 12 and len(set(checked)) > 3  # the networks really differ in their mistakes
+    assert any(t is not None for t in thresholds) and reusing.modules_skipped > 0
+    assert record["validation_images"] == 300 and record["allowed_extra_errors"] == pytest.approx(9.0)
+
+
 def last_layer_changed(net, scale):
     other = copy.deepcopy(net)
     with torch.no_grad():

@@ -209,3 +209,133 @@ def test_sparsest_never_trades_a_threshold_for_one_keeping_more_groups():
     assert thresholds == [pytest.approx(-1.5), pytest.approx(-0.5)]
     assert record["groups_kept"] == [2, 2] and record["validation_error"] == 1.0
     assert [t["pass"] for t in record["trials"]] == [1, 1, 2, 2]
+
+
+# ---- the paired acceptance -------------------------------------------------------------------------------------------
+class Images:
+    """A validation split of ``n`` images scored per image: the unpruned net gets the first ``base`` wrong, and each
+    dead group ``(layer, index)`` in ``effects`` makes its first list of images wrong and its second right."""
+
+    def __init__(self, n, base, effects):
+        self.n, self.base, self.effects = n, base, effects
+
+    def mistakes(self, det_net):
+        layers = det_net.prunable_layers()
+        wrong = torch.zeros(self.n, dtype=torch.bool)
+        wrong[:self.base] = True
+        for (layer, group), (made_wrong, made_right) in self.effects.items():
+            if dead_groups(layers[layer])[group]:
+                wrong[list(made_wrong)] = True
+                wrong[list(made_right)] = False
+        return wrong
+
+    def __call__(self, det_net):
+        return 100.0 * int(self.mistakes(det_net).sum()) / self.n
+
+
+def test_paired_counts_are_the_images_each_net_alone_gets_wrong():
+    from bcrepro.compress.thresholds import paired_counts, paired_increase_bound
+
+    unpruned = torch.tensor([1, 0, 0, 1, 0, 1, 0, 0, 1, 0], dtype=torch.bool)
+    pruned = torch.tensor([1, 1, 0, 0, 0, 1, 1, 0, 0, 1], dtype=torch.bool)
+    # pruned wrong, unpruned right: images 1, 6, 9; unpruned wrong, pruned right: images 3, 8
+    assert paired_counts(unpruned, pruned) == (3, 2)
+    assert paired_counts(pruned, unpruned) == (2, 3)
+    assert int(pruned.sum()) - int(unpruned.sum()) == 3 - 2  # the error difference is b - c, exactly
+    assert paired_increase_bound(3, 2, 1.645) == pytest.approx(1 + 1.645 * 5 ** 0.5)
+    assert paired_increase_bound(0, 0, 1.645) == 0.0
+    with pytest.raises(ValueError, match="same images: got 10 and 9"):
+        paired_counts(unpruned, pruned[:9])
+
+
+# tiny_net's units [3, -5, 1, -2] have threshold midpoints [-3.5, -0.5, 2.0]: 2.0 removes unit 0, -0.5 units 0 and 2,
+# -3.5 units 0, 2 and 3. On 1,000 images with a budget of 2 points (20 images): unit 0 trades 40 errors for 40 others,
+# unit 2 adds 15 errors and fixes none, the signal units and inputs add 100 each; the noise inputs change nothing.
+TRADE_OR_ADD = {(1, 0): (range(100, 140), range(40)), (1, 2): (range(200, 215), ()),
+                (1, 1): (range(300, 400), ()), (1, 3): (range(400, 500), ()),
+                (0, 1): (range(500, 600), ()), (0, 3): (range(600, 700), ())}
+
+
+def test_paired_acceptance_tells_traded_errors_from_added_ones():
+    net, _ = tiny_net()
+    evaluate = Images(1000, 50, TRADE_OR_ADD)
+    config = {"rule": "sparsest", "max_error_increase": 2.0}
+    _, error = select_thresholds(net, config, evaluate)
+    _, paired = select_thresholds(net, {**config, "acceptance": "paired"}, evaluate)
+    # the error rule sees 5.0 % -> 6.5 % (within 7.0 %) and removes both units; the paired bound of the 15 added
+    # errors is 15 + 1.645 sqrt(15) = 21.4 > 20 images, that of the 40 traded ones 1.645 sqrt(80) = 14.7
+    assert error["groups_kept"] == [2, 2] and error["validation_error"] == 6.5
+    assert paired["groups_kept"] == [2, 3] and paired["validation_error"] == 5.0
+    assert paired["acceptance"] == "paired" and paired["z"] == 1.645 and paired["allowed_extra_errors"] == 20.0
+    units = paired["trials"][0]["tried"]  # pass 1, the units (7 weights per group) first
+    assert [(t["groups_kept"], t["new_errors"], t["fixed_errors"]) for t in units] == [
+        (1, 155, 40), (2, 55, 40), (3, 40, 40), (4, 0, 0)]
+    assert "acceptance" not in error and all(set(t) == {"threshold", "groups_kept", "error_pct"}
+                                             for trial in error["trials"] for t in trial["tried"])
+    # with z = 0 the paired rule accepts on the counted increase alone: 15 of 20 images, as the error rule does
+    _, counted = select_thresholds(net, {**config, "acceptance": "paired", "z": 0}, evaluate)
+    assert counted["groups_kept"] == [2, 2]
+    _, auto = select_thresholds(net, {**config, "rule": "auto", "acceptance": "paired"}, evaluate)
+    assert auto["groups_kept"] == [2, 3] and auto["acceptance"] == "paired"
+
+
+def test_paired_acceptance_refuses_candidates_that_were_lucky_on_a_small_split():
+    # 4,000 candidates on a 1,000-image split whose unpruned net gets 50 wrong, each truly 0.2 points worse than it
+    # (twice the budget of 0.1 points, 1 image) and disagreeing with it on 3 % of the images: 16 new errors expected
+    # (b ~ Bin(950, 16/950)) and 14 fixed ones (c ~ Bin(50, 0.28)). Normal approximation: b - c has mean 2 and sd
+    # sqrt(15.7 + 10.1) = 5.1 images, so the error rule (b - c <= 1) accepts Phi((1.5 - 2) / 5.1) = 46 % of them; the
+    # paired rule (b - c + 1.645 sqrt(b + c) <= 1, with b + c near 30) needs b - c <= -8: Phi((-7.5 - 2) / 5.1) = 3 %,
+    # below its one-sided level of 5 % for any candidate at or above the budget.
+    from bcrepro.compress.thresholds import paired_counts, paired_increase_bound
+
+    n, allowed, candidates = 1000, 1.0, 4000
+    rng = torch.Generator().manual_seed(0)
+    unpruned = torch.arange(n) < 50
+    error_accepts = paired_accepts = 0
+    for _ in range(candidates):
+        u = torch.rand(n, generator=rng)
+        newly_wrong = ~unpruned & (u < 0.016 / 0.95)
+        fixed = unpruned & (u < 0.014 / 0.05)
+        pruned = (unpruned | newly_wrong) & ~fixed
+        b, c = paired_counts(unpruned, pruned)
+        error_accepts += int(pruned.sum()) - int(unpruned.sum()) <= allowed
+        paired_accepts += paired_increase_bound(b, c, 1.645) <= allowed
+    assert 0.40 < error_accepts / candidates < 0.52
+    assert paired_accepts / candidates < 0.05
+
+
+def test_acceptance_settings_are_checked_with_what_to_write_instead():
+    net, signals = tiny_net()
+    with pytest.raises(ValueError, match=r"unknown acceptance 'mcnemar'; expected one of \['error', 'paired'\]"):
+        select_thresholds(net, {"rule": "sparsest", "acceptance": "mcnemar"}, Validation(signals))
+    with pytest.raises(ValueError, match="'z' is the confidence of acceptance 'paired', but acceptance is 'error'"):
+        select_thresholds(net, {"rule": "auto", "z": 2.0}, Validation(signals))
+    with pytest.raises(ValueError, match="'z' .* must be a number >= 0, got -1"):
+        select_thresholds(net, {"rule": "sparsest", "acceptance": "paired", "z": -1}, Validation(signals))
+    with pytest.raises(ValueError, match="evaluate must also offer mistakes.*got Validation"):
+        select_thresholds(net, {"rule": "sparsest", "acceptance": "paired"}, Validation(signals))
+
+
+def test_the_bc_methods_take_the_acceptance_in_their_thresholds_setting():
+    from bcrepro.errors import UsageError
+    from bcrepro.methods import get_method
+
+    method = get_method("bc-gnj")
+    params = method.params_for("lenet300", {"thresholds": {"rule": "sparsest", "acceptance": "paired", "z": 1.0}})
+    assert params["thresholds"]["acceptance"] == "paired"
+    assert "acceptance" not in method.params_for("lenet300")["thresholds"]  # the record's rule stays the default
+    expected = r"'thresholds.acceptance' of bc-gnj on lenet300 must be one of 'error', 'paired', got 'pairs'"
+    with pytest.raises(UsageError, match=expected):
+        method.params_for("lenet300", {"thresholds": {"rule": "sparsest", "acceptance": "pairs"}})
+
+
+def test_a_search_on_a_small_split_under_error_acceptance_is_warned_about_and_paired_is_not():
+    from bcrepro.compress.thresholds import small_split_warning
+    sparsest = {"rule": "sparsest", "max_error_increase": 0.1}
+    warning = small_split_warning(sparsest, 1000)
+    assert warning is not None and "1000 validation images" in warning and "one image is 0.1 points" in warning
+    assert small_split_warning(None, 667) is not None                        # a config naming no rule searches (auto)
+    assert small_split_warning(sparsest, 5000) is None                        # MNIST's hold-out
+    assert small_split_warning({**sparsest, "acceptance": "paired"}, 1000) is None
+    assert small_split_warning({"rule": "valley"}, 1000) is None              # nothing searched on the split
+    assert small_split_warning(sparsest, 0) is None                           # no split: nothing is searched

@@ -8,7 +8,9 @@ passes repeating the same first layers (``docs/benchmarks.md``; ``benchmarks/thr
 
 ``PrefixReusingErrorRate(x, y)`` is a drop-in for ``lambda net: train.error_rate(net, x, y)``: called with a network
 it returns the same error in percent, computed the same way (eval mode, the same batches, the same pooling rewrite on
-CPU), so every value it returns is bit-for-bit the one ``error_rate`` would. Between calls it keeps the activations at
+CPU), so every value it returns is bit-for-bit the one ``error_rate`` would. ``mistakes(net)`` returns which images
+the network gets wrong instead, at the same cost: the ``paired`` acceptance of the threshold search compares a pruned
+network with the unpruned one image by image (``thresholds.paired_counts``). Between calls it keeps the activations at
 the input of the first module where the last network differed from the one before it. A later network whose modules
 up to that point equal those of the network that produced them starts there. Modules are equal when their ``repr``
 (type, settings, children) and every parameter and buffer are equal: the modules of ``models.Net``'s chain (linear,
@@ -73,8 +75,16 @@ class PrefixReusingErrorRate:
         self._last_chain = self._cached_chain = None
         self._cached_batches, self._cached_position = [], 0
 
-    @torch.no_grad()
     def __call__(self, net: nn.Module) -> float:
+        wrong = self._mistakes(net)
+        return 100.0 * int(wrong.sum()) / max(1, len(self.y))
+
+    def mistakes(self, net: nn.Module) -> torch.Tensor:
+        """Whether ``net`` gets each image wrong: bool [n] on the CPU, in the order of ``y``."""
+        return self._mistakes(net).cpu()
+
+    @torch.no_grad()
+    def _mistakes(self, net: nn.Module) -> torch.Tensor:
         self.evaluations += 1
         was_training = net.training
         net.eval()
@@ -83,12 +93,12 @@ class PrefixReusingErrorRate:
             if not hasattr(fast, "module_chain") or any(getattr(m, "inplace", False) for m in fast.modules()):
                 self.clear()
                 self.last_start = 0
-                return self._error(lambda index, xb, kept: fast(xb), keep=False)[0]
-            return self._chain_error(list(fast.module_chain()))
+                return self._run(lambda index, xb, kept: fast(xb), keep=False)[0]
+            return self._chain_mistakes(list(fast.module_chain()))
         finally:
             net.train(was_training)
 
-    def _chain_error(self, chain: list[nn.Module]) -> float:
+    def _chain_mistakes(self, chain: list[nn.Module]) -> torch.Tensor:
         start = 0
         if self._cached_chain is not None and len(self._cached_chain) == len(chain) and \
                 shared_prefix(chain, self._cached_chain, self._cached_position) == self._cached_position:
@@ -115,21 +125,22 @@ class PrefixReusingErrorRate:
             self.modules_skipped += start
             return h
 
-        error, kept = self._error(forward, keep=keep_at is not None)
+        wrong, kept = self._run(forward, keep=keep_at is not None)
         if kept is not None:  # (when too large to keep, what was kept before stays: it is still valid)
             self._cached_chain, self._cached_position, self._cached_batches = chain, keep_at, kept
-        return error
+        return wrong
 
-    def _error(self, forward, keep: bool) -> tuple[float, list[torch.Tensor] | None]:
-        """Error in percent from ``forward(batch index, batch, list to keep activations in, or None)`` over the
-        batches, and the activations kept (None when not asked for, or too large for ``max_cache_bytes``)."""
-        wrong = torch.zeros((), dtype=torch.int64, device=self.x.device)
+    def _run(self, forward, keep: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Which images are misclassified (bool [n] on the data's device) by ``forward(batch index, batch, list to
+        keep activations in, or None)`` over the batches, and the activations kept (None when not asked for, or too
+        large for ``max_cache_bytes``)."""
+        wrong: list[torch.Tensor] = []
         kept: list[torch.Tensor] | None = [] if keep else None
         for index, (xb, yb) in enumerate(minibatches(self.x, self.y, self.batch_size, shuffle=False)):
-            wrong += (forward(index, xb, kept).argmax(1) != yb).sum()
+            wrong.append(forward(index, xb, kept).argmax(1) != yb)  # [batch]
             if kept:
                 seen = min(len(self.y), (index + 1) * self.batch_size)
                 per_example = sum(t.numel() * t.element_size() for t in kept) / seen
                 if per_example * len(self.y) > self.max_cache_bytes:
                     kept = None  # too large to keep for the whole set: the next networks run whole
-        return 100.0 * wrong.item() / max(1, len(self.y)), kept
+        return (torch.cat(wrong) if wrong else torch.zeros(0, dtype=torch.bool, device=self.x.device)), kept

@@ -83,7 +83,8 @@ def compress(net, thresholds_config: dict | None, evaluate_validation: Evaluate 
                  if evaluate_validation is not None and has_groups and curve_points > 1 else None)
         frontier = (error_compression_frontier(net, evaluate_validation, evaluate_test, frontier_budgets,
                                                {k: v for k, v in (thresholds_config or {}).items()
-                                                if k in ("reference_error_pct", "passes", "max_candidates")})
+                                                if k in ("reference_error_pct", "passes", "max_candidates",
+                                                         "acceptance", "z")})
                     if evaluate_validation is not None and has_groups and frontier_budgets else None)
 
     counts = [layer_counts(layer, m) for layer, m in zip(layers, masks)]

@@ -5,7 +5,7 @@ statistic (thresholds chosen automatically by default), bit precision from the m
 """
 from __future__ import annotations
 
-from ..compress.thresholds import THRESHOLD_RULES
+from ..compress.thresholds import ACCEPTANCES, THRESHOLD_RULES
 from ..layers import Conv2dGroupHS, Conv2dGroupNJ, LinearGroupHS, LinearGroupNJ
 from ..layers.base import CLIP_MODES
 from ..layers.group_hs import SA_KL_CHOICES, STATISTIC_CHOICES
@@ -81,6 +81,8 @@ _THRESHOLDS = OrNull(Mapping({
     "max_candidates": Integer(minimum=1),         # thresholds tried per layer before bisection
     "passes": Integer(minimum=1),                 # "sparsest": rounds over the layers
     "reference_error_pct": Number(minimum=0),     # "sparsest": the budget's base instead of the network's own error
+    "acceptance": OneOf(*ACCEPTANCES),            # "auto", "sparsest": how a candidate meets the budget ("error")
+    "z": Number(minimum=0),                       # acceptance "paired": the confidence bound's normal quantile
     "max_depth": Number(),                        # "valley"
     "values": PerLayer(OrNull(Number(), "keep every group")),  # "fixed"
     "frontier": ListOf(Number(minimum=0)),        # validation budgets of the error-compression frontier
