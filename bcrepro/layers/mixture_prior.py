@@ -1,6 +1,7 @@
 """The learned Gaussian-mixture prior of Soft Weight-Sharing (Ullrich, Meeds, Welling, ICLR 2017), docs/baselines.md §4.
 
-``p(w) = prod_i sum_j pi_j N(w_i | mu_j, 1/lambda_j)`` over the weights of every prunable layer, with J components: a
+``p(w) = prod_i sum_j pi_j N(w_i | mu_j, 1/lambda_j)`` over the tensors ``weights()`` returns (SWS: the weights of every
+prunable layer, and their biases where ``prior_on_biases`` says so, as the tutorial), with J components: a
 zero component (``mu_0 = 0`` and ``pi_0`` fixed) and J-1 learned ones (means, log-precisions and mixing logits that
 share ``1 - pi_0``). Optional Gamma hyper-priors on the precisions keep components from collapsing (negative
 log-prior ``(1 - a) log lambda + b lambda``). The module is attached to the network it regularises, and
@@ -8,7 +9,6 @@ log-prior ``(1 - a) log lambda + b lambda``). The module is attached to the netw
 mean cross-entropy that is the paper's ``sum CE + tau * L^C`` divided by N (the tutorial's ``tau / N`` convention).
 
 Its parameters train at their own learning rates (``learning_rates()``, read by ``bcrepro.train.make_optimizer``).
-Biases are not under the prior (the tutorial puts them there too); they are not counted in any rate.
 """
 from __future__ import annotations
 
@@ -95,10 +95,14 @@ class GaussianMixturePrior(nn.Module):
         self.rates = dict(learning_rates or {})
 
     @torch.no_grad()
-    def initialise(self, weights: list[torch.Tensor]) -> None:
-        """Means evenly over the range of the (pretrained) weights, as the paper; equal mixing proportions."""
-        flat = torch.cat([w.detach().flatten() for w in weights])
-        self.means.copy_(torch.linspace(float(flat.min()), float(flat.max()), self.means.numel()))
+    def initialise(self, weights: list[torch.Tensor], span: tuple[float, float] | None = None) -> None:
+        """The J-1 learned means evenly over ``span`` (low, high), whatever the weights (the tutorial's
+        ``linspace(-0.6, 0.6)``), or without it over the range of the (pretrained) ``weights``, as the paper; equal
+        mixing proportions."""
+        if span is None:
+            flat = torch.cat([w.detach().flatten() for w in weights])
+            span = (float(flat.min()), float(flat.max()))
+        self.means.copy_(torch.linspace(float(span[0]), float(span[1]), self.means.numel()))
         self.mixing_logits.zero_()
 
     def mixture(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

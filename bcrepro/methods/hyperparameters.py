@@ -110,6 +110,18 @@ class Number(Form):
 
 
 @dataclass(frozen=True)
+class Interval(Form):
+    """A range written as a list of two finite numbers ``[low, high]`` with ``low < high``."""
+
+    def describe(self, layers: int) -> str:
+        return "a list [low, high] of two numbers with low < high"
+
+    def accepts(self, value, layers: int) -> bool:
+        return (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)
+                and value[0] < value[1])
+
+
+@dataclass(frozen=True)
 class Boolean(Form):
     def describe(self, layers: int) -> str:
         return "true or false"
