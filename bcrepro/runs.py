@@ -11,6 +11,7 @@ on; ``build_net`` and ``init_from_dense`` are the steps it shares with ``bcrepro
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -55,8 +56,11 @@ COLLAPSE_MARGIN_PCT = 1.0
 
 
 def compression_error_jump(metrics: dict) -> float:
-    """Points of test error the compression added: the final error (``final_error_pct``) minus the trained net's."""
-    return final_error_pct(metrics) - metrics["error_pct"]
+    """Points of test error the compression added: the final error (``final_error_pct``) minus the trained net's,
+    ``error_trained_pct``, measured before the method's own post-processing (SWS's merge and snap, after which
+    ``error_pct`` is measured); a metrics.json written before that key existed falls back to ``error_pct``."""
+    trained = metrics.get("error_trained_pct")
+    return final_error_pct(metrics) - (metrics["error_pct"] if trained is None else trained)
 
 
 def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits) -> models.Net:
@@ -64,6 +68,9 @@ def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits
     set's input shape."""
     method = get_method(method_name)
     options = {"dropout": True} if params.get("dropout") else {}  # the dense VGG recipe's dropout (models.vgg16)
+    if options and "dropout" not in inspect.signature(models.ARCHITECTURES[arch]).parameters:
+        raise UsageError(f"hyper-parameter 'dropout' of {method_name} on {arch}: {arch} has no dropout layers "
+                         "(only the dense VGG recipe has); leave it out or set it false")
     net = models.build(arch, method.layer_factory(arch, params), num_classes=splits.num_classes, **options)
     if method.attach is not None:
         method.attach(net, params)
@@ -74,10 +81,13 @@ def build_net(arch: str, method_name: str, params: dict, splits: data.DataSplits
 
 
 def load_dataset_for_run(run: dict, device: torch.device) -> data.DataSplits:
-    """The data set of a run's settings (``run.json``), with the validation hold-out every run shares."""
+    """The data set of a run's settings (``run.json``), with the validation hold-out every run shares and the run's
+    pixel scaling (``preprocess``; a run.json written before the setting existed has the default). Training,
+    compression, the speed-up timing and every evaluation of the run load its data here, so all see the same pixels."""
     return data.load_dataset(run["dataset"], data_root=run["data_root"], download=run["download"], device=device,
                              validation_size=run["params"]["validation_size"], seed=DATA_SEED,
-                             synthetic_shape=data.synthetic_shape_for_arch(run["arch"]))
+                             synthetic_shape=data.synthetic_shape_for_arch(run["arch"]),
+                             preprocess=run["params"].get("preprocess", data.DEFAULT_PREPROCESS))
 
 
 def init_from_dense(net: models.Net, path: Path) -> None:
@@ -109,17 +119,24 @@ def init_from_dense(net: models.Net, path: Path) -> None:
 
 
 def load_trained(out: Path, device: torch.device) -> tuple[dict, data.DataSplits, models.Net]:
-    """A finished run directory's settings, data and trained network (eval mode, on ``device``)."""
+    """A finished run directory's settings, data and trained network (eval mode, on ``device``; after its method's
+    ``finalize``, as ``trained_network``)."""
     run_path, model_path = out / RUN_FILE, out / MODEL_FILE
     if not run_path.exists() or not model_path.exists():
         raise UsageError(f"{out} is not a finished training run (needs {RUN_FILE} and {MODEL_FILE}); "
                          f"run `bcrepro train ... --out {out}` first")
     run = json.loads(run_path.read_text())
     splits = load_dataset_for_run(run, device)
+    return run, splits, trained_network(out, run, splits, device)
+
+
+def trained_network(out: Path, run: dict, splits: data.DataSplits, device: torch.device,
+                    finalize: bool = True) -> models.Net:
+    """The network of a run directory (eval mode, on ``device``) after its method's ``finalize`` (SWS's merge and
+    snap), or as trained with ``finalize=False``."""
     net = build_net(run["arch"], run["method"], run["params"], splits)
-    net.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    net.load_state_dict(torch.load(out / MODEL_FILE, map_location="cpu", weights_only=True))
     method = get_method(run["method"])
-    if method.finalize is not None:
+    if finalize and method.finalize is not None:
         method.finalize(net, run["params"])
-    net.to(device).eval()
-    return run, splits, net
+    return net.to(device).eval()

@@ -1,6 +1,7 @@
 """The one training loop, for every method.
 
-Objective (per mini-batch): ``mean cross-entropy + beta_t * KL / N`` with ``N`` the training-set size and ``beta_t``
+Objective (per mini-batch): ``mean cross-entropy + beta_t * KL / N`` with ``N`` the training-set size (or
+``kl_images`` where a run sets it: the Sparse VD authors divide by all 60,000 MNIST training images) and ``beta_t``
 rising linearly from 0 to 1 over ``kl_warmup_epochs`` (KL warm-up, Sønderby et al. 2016; beta = 1 at once when 0),
 after ``kl_warmup_start_epochs`` epochs at beta = 0 (Sparse VD's schedule: 0 for 5 epochs, then up to 1 at epoch 20).
 A method may also act after every optimiser step (``after_step``: re-zero pruned weights, update masks).
@@ -62,6 +63,7 @@ class TrainConfig:
     lr_gamma: float = 1e-4  # "inv" only: Caffe's lr * (1 + gamma * iteration) ** -power
     lr_power: float = 0.75  # "inv" only
     augment: bool = False
+    kl_images: int | None = None  # the N of KL / N; None: the training split's size
     seed: int = 0
 
     def __post_init__(self):
@@ -72,6 +74,17 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self.epochs}, "
                              f"{self.batch_size}, {self.lr}")
+        if self.kl_images is not None and (isinstance(self.kl_images, bool) or not isinstance(self.kl_images, int)
+                                           or self.kl_images < 1):
+            raise ValueError(f"kl_images must be None (the training split's size) or an integer >= 1, "
+                             f"got {self.kl_images!r}")
+
+    @classmethod
+    def saved(cls, config: dict) -> dict:
+        """A checkpoint's config with every setting it lacks at its default: a setting added since it was written
+        defaults to the behaviour the code had before, so the run resumes under it."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {**defaults, **config}
 
     @classmethod
     def from_params(cls, params: dict, seed: int) -> "TrainConfig":
@@ -254,7 +267,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
     checkpoint_path = out / CHECKPOINT
     if checkpoint_path.exists():
         state = read_checkpoint(checkpoint_path)
-        if state["config"] != dataclasses.asdict(config):
+        if TrainConfig.saved(state["config"]) != dataclasses.asdict(config):
             raise ValueError(f"{checkpoint_path} was written with a different training config "
                              f"({state['config']}) than this run ({dataclasses.asdict(config)}); "
                              f"use another --out or delete the checkpoint")
@@ -266,6 +279,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
         log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, config.epochs)
 
     n_train = len(data.train_y)
+    kl_images = n_train if config.kl_images is None else config.kl_images  # N of KL / N
     group_layers = net.group_layers()
     check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY
     steps_per_epoch = math.ceil(n_train / config.batch_size)
@@ -290,7 +304,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
             logits = net(xb)
             ce = F.cross_entropy(logits, yb)
             kl = net.kl_divergence()
-            loss = ce + beta * kl / n_train
+            loss = ce + beta * kl / kl_images
             finite = torch.isfinite(loss)
             # Free on CPU; on a GPU it is read every DIVERGENCE_CHECK_EVERY steps and once more at the epoch's end.
             if (step % check_every == 0 or step == steps_per_epoch - 1) and not finite:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_bcrepro
+from conftest import bcrepro, run_bcrepro
 
 from bcrepro import data, models
 from bcrepro.compress import accounting
@@ -91,3 +91,21 @@ def test_dc_from_a_dense_reference_prunes_and_shares_while_the_error_stays_low(t
     assert metrics["bits"] == [6, 6, 6]
     assert metrics["compression_precision"] > metrics["compression_pruning"] > 3.0
     assert metrics["error_pct"] < 15.0 and metrics["error_quantized_pct"] == metrics["error_pct"]
+
+
+def test_a_dense_reference_fitted_to_other_pixel_scaling_is_refused_before_anything_is_written(tmp_path):
+    from bcrepro.cells import train_cell
+    dense = tmp_path / "dense"
+    train_cell(dense, arch="lenet300", method="dense", dataset="synthetic", epochs=1,
+               params={"validation_size": 300, "preprocess": "unit"})
+    run = tmp_path / "dc"
+    done = bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 1,
+                   "--init", dense / "model.pt", "--out", run)
+    assert done.returncode == 1
+    assert "preprocess 'unit' there, 'symmetric' here" in done.stderr and not run.exists()
+    # the same scaling is accepted (and a bare state dict, without run.json beside it, is taken as given)
+    accepted = bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 1,
+                       "--init", dense / "model.pt", "--out", run, "--params-json",
+                       json.dumps({"preprocess": "unit", "validation_size": 300, "prune_iterations": [0, 1, 2],
+                                   "quantize_iteration": 3}))
+    assert accepted.returncode == 0, accepted.stderr

@@ -27,14 +27,15 @@ def test_default_hyperparameters_are_those_of_the_paper_configuration():
     """Two cells written out in full: declaring the forms changed no default."""
     assert get_method("bc-ghs").params_for("lenet5") == {
         "augment": False, "batch_size": 128, "clip_mode": "parameter", "clip_var": [None, None, 0.04, None],
-        "epochs": 200, "kl_warmup_epochs": 20, "lr": 0.001, "lr_schedule": "constant", "sa_kl": "exact",
-        "statistic": "magnitude", "tau0": 1e-05, "thresholds": {"max_error_increase": 0.1, "rule": "sparsest"},
-        "validation_size": "1/12", "weight_decay": 0.0}
+        "epochs": 200, "kl_images": None, "kl_warmup_epochs": 20, "lr": 0.001, "lr_schedule": "constant",
+        "preprocess": "symmetric", "sa_kl": "exact", "statistic": "magnitude", "tau0": 1e-05,
+        "thresholds": {"max_error_increase": 0.1, "rule": "sparsest"}, "validation_size": "1/12",
+        "weight_decay": 0.0}
     assert get_method("dc").params_for("lenet300") == {
-        "augment": False, "batch_size": 64, "epochs": 30, "kept_fraction": [0.08, 0.09, 0.26], "kl_warmup_epochs": 0,
-        "lr": 0.01, "lr_gamma": 0.0001, "lr_power": 0.75, "lr_schedule": "inv", "momentum": 0.9, "optimizer": "sgd",
-        "prune_iterations": [0, 4300, 8600], "quantize_iteration": 17200, "validation_size": "1/12",
-        "weight_bits": [6, 6, 6], "weight_decay": 0.0005}
+        "augment": False, "batch_size": 64, "epochs": 30, "kept_fraction": [0.08, 0.09, 0.26], "kl_images": None,
+        "kl_warmup_epochs": 0, "lr": 0.01, "lr_gamma": 0.0001, "lr_power": 0.75, "lr_schedule": "inv", "momentum": 0.9,
+        "optimizer": "sgd", "preprocess": "symmetric", "prune_iterations": [0, 4300, 8600], "quantize_iteration": 17200,
+        "validation_size": "1/12", "weight_bits": [6, 6, 6], "weight_decay": 0.0005}
 
 
 @pytest.mark.parametrize("name, arch", [(name, arch) for name, method in sorted(METHODS.items())
@@ -125,6 +126,21 @@ def test_an_unknown_key_or_architecture_is_still_an_error():
     assert "unknown hyper-parameter(s) ['learning_rate'] for method 'bc-gnj' on 'lenet300'" in error_of(
         "bc-gnj", "lenet300", {"learning_rate": 0.1})
     assert "method 'dns' has no settings for architecture 'vgg16'" in error_of("dns", "vgg16", {})
+
+
+def test_a_training_setting_the_defaults_leave_out_can_still_be_given():
+    # the dense LeNets train with Adam; the Caffe solver's settings are declared for every method and accepted
+    caffe = {"optimizer": "sgd", "momentum": 0.9, "lr_schedule": "inv", "lr_gamma": 1e-4, "lr_power": 0.75}
+    params = get_method("dense").params_for("lenet300", caffe)
+    assert {key: params[key] for key in caffe} == caffe
+    assert "'momentum' of dense on lenet300 must be a number" in error_of("dense", "lenet300", {"momentum": "high"})
+
+
+def test_dropout_on_a_network_without_dropout_layers_is_refused_by_name(tmp_path):
+    done = bcrepro("train", "--arch", "lenet300", "--method", "dense", "--dataset", "synthetic", "--epochs", 1,
+                   "--params-json", '{"dropout": true}', "--out", tmp_path / "run")
+    assert done.returncode == 1 and "lenet300 has no dropout layers" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("method, arch, overrides", [

@@ -34,9 +34,9 @@ def test_copying_the_cells_and_regenerating_gives_the_committed_tables_byte_for_
         assert (tmp_path / name).read_bytes() == (RECORD / name).read_bytes(), f"{name} differs when regenerated"
 
 
-def mnist_test_split():
+def mnist_test_split(preprocess=data.DEFAULT_PREPROCESS):
     try:
-        return data.load_dataset("mnist", data_root=REPO / "data", download=False)
+        return data.load_dataset("mnist", data_root=REPO / "data", download=False, preprocess=preprocess)
     except data.DataNotFoundError as err:
         pytest.skip(f"MNIST is not staged in data/MNIST/raw (README 'Data'; .ci/run stages it from npm): {err}")
 
@@ -46,7 +46,7 @@ def mnist_test_split():
 def test_each_compressed_file_rebuilds_the_network_with_the_stated_test_error(cell):
     metrics = json.loads((cell / "metrics.json").read_text())
     stated = final_error_pct(metrics)
-    splits = mnist_test_split()
+    splits = mnist_test_split(metrics.get("preprocess", data.DEFAULT_PREPROCESS))  # the pixels it was trained on
     net = load_network(cell / "compressed.bin", metrics["arch"])
     assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(stated, abs=1e-9)
 

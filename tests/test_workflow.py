@@ -87,6 +87,33 @@ def test_a_training_time_limit_reaches_every_training_job_and_no_other(tmp_path)
     assert "--max-minutes" not in plain.stdout
 
 
+def test_the_dc_reference_config_trains_dc_from_a_weight_decayed_reference_on_the_same_pixels(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / "mnist.yaml"),
+                       str(REPO / "config" / "dc_reference.yaml"), "--config", "seeds=[0]")
+    assert result.returncode == 0, result.stderr
+    training = [line for line in result.stdout.splitlines() if "python -m bcrepro train " in line]
+    dense = [line for line in training if "--method dense" in line]
+    dc = [line for line in training if "--method dc" in line]
+    assert len(training) == 4 and len(dense) == 2 and len(dc) == 2  # both LeNets, one seed
+    assert all('"weight_decay": 0.0001' in line and '"preprocess": "unit"' in line for line in dense)
+    assert all('"preprocess": "unit"' in line and "/dense/seed0/model.pt" in line for line in dc)
+
+
+def test_shared_settings_reach_a_training_job_only_where_the_config_changes_them(tmp_path):
+    # preprocess and kl_images came after finished runs existed: at their defaults they stay out of the job's command,
+    # so Snakemake's params trigger does not find every earlier run out of date
+    config = write_config(tmp_path / "centred.yaml",
+                          "hyperparameters:\n  sparse-vd:\n    lenet300: {preprocess: centred, kl_images: 60000}\n")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(config), "--config",
+                       "archs=[lenet300]", "seeds=[0]")
+    assert result.returncode == 0, result.stderr
+    training = [line for line in result.stdout.splitlines() if "python -m bcrepro train " in line]
+    changed = [line for line in training if "--method sparse-vd" in line]
+    assert len(training) == 7 and len(changed) == 1
+    assert '"preprocess": "centred"' in changed[0] and '"kl_images": 60000' in changed[0]
+    assert not any("preprocess" in line or "kl_images" in line for line in training if line not in changed)
+
+
 @pytest.mark.slow
 def test_the_speedup_jobs_take_the_configured_memory_format_and_compiler(tmp_path):
     def speedup_commands(output):

@@ -9,11 +9,13 @@ import torch
 from ..atomic import write_atomically, write_json
 from ..compress import bitstream, pipeline
 from ..compress.evaluation import PrefixReusingErrorRate
-from ..compress.thresholds import DEFAULT_FRONTIER_BUDGETS
+from ..compress.thresholds import DEFAULT_FRONTIER_BUDGETS, small_split_warning
+from ..data import DEFAULT_PREPROCESS
 from ..deploy import slim
 from ..errors import UsageError
+from ..methods import get_method
 from ..runs import (ARTEFACT_FILE, COLLAPSE_MARGIN_PCT, COMPRESSED_FILE, METRICS_FILE, MLFLOW_MODEL_DIR,
-                    POSTERIOR_FILE, SLIM_FILE, compression_error_jump, load_trained)
+                    POSTERIOR_FILE, SLIM_FILE, compression_error_jump, load_trained, trained_network)
 from ..train import error_rate
 from .device import job_device
 from .options import Tracking, open_cell_run
@@ -26,14 +28,15 @@ OUTPUT_FILES = (COMPRESSED_FILE, ARTEFACT_FILE, SLIM_FILE, POSTERIOR_FILE)
 
 def reference_validation_error(reference: Path, run: dict, splits, device: torch.device) -> float:
     """The dense reference's error (percent) on this run's validation split: the threshold budget is stated
-    against it. The reference must have been trained on the same data with the same hold-out."""
+    against it. The reference must have been trained on the same data with the same hold-out; it sees those images
+    with its own pixel scaling (``preprocess``), which may differ from this run's."""
     ref_run, ref_splits, ref_net = load_trained(reference, device)
     if ref_run["dataset"] != run["dataset"] or len(ref_splits.val_y) != len(splits.val_y) or not torch.equal(
             ref_splits.val_y, splits.val_y):
         raise UsageError(f"--reference-run {reference} was trained on {ref_run['dataset']} with "
                          f"{len(ref_splits.val_y)} validation images, this run on {run['dataset']} with "
                          f"{len(splits.val_y)}: the reference's validation error would be measured on other images")
-    error = error_rate(ref_net, splits.val_x, splits.val_y)
+    error = error_rate(ref_net, ref_splits.val_x, ref_splits.val_y)
     log.info("reference %s (%s): %.2f %% validation error", reference, ref_run["method"], error)
     return error
 
@@ -67,7 +70,8 @@ def _log_summary(out: Path, metrics: dict, reduces_precision: bool) -> None:
     if metrics["collapsed"]:
         log.warning("COLLAPSED: compression took the test error from %.2f%% to %.2f%% (+%.2f points, more than the "
                     "%.1f allowed): the rates below describe a broken network (collapsed: true in %s)",
-                    metrics["error_pct"], metrics["error_pct"] + metrics["error_jump_pct"], metrics["error_jump_pct"],
+                    metrics["error_trained_pct"], metrics["error_trained_pct"] + metrics["error_jump_pct"],
+                    metrics["error_jump_pct"],
                     COLLAPSE_MARGIN_PCT, METRICS_FILE)
     if metrics["empty_layers"]:
         log.warning("layers %s keep no weight: the network's output no longer depends on its input, every rate is "
@@ -93,6 +97,11 @@ def compress_cell(run_dir, *, thresholds: dict | None = None, reference_run: str
     out = Path(run_dir)
     torch_device = job_device(device, gpu_slots, jobs_per_gpu)
     run, splits, net = load_trained(out, torch_device)
+    log.info("compressing %s on %s (%s)", out, splits.name, splits.preprocessing)
+    # load_trained has run the method's finalize (SWS's merge and snap), so the pipeline's error_pct is the snapped
+    # network's: the collapse flag measures the jump from the network as trained
+    error_trained = (error_rate(trained_network(out, run, splits, torch_device, finalize=False), splits.test_x,
+                                splits.test_y) if get_method(run["method"]).finalize is not None else None)
     if thresholds is None:
         thresholds = run["params"].get("thresholds")
     if reference_run is not None:
@@ -100,6 +109,9 @@ def compress_cell(run_dir, *, thresholds: dict | None = None, reference_run: str
             Path(reference_run), run, splits, torch_device)}
     # the threshold search and curve evaluate hundreds of networks differing in one layer: reuse what they share
     validation = PrefixReusingErrorRate(splits.val_x, splits.val_y) if len(splits.val_y) else None
+    warning = small_split_warning(thresholds, len(splits.val_y)) if net.group_layers() else None
+    if warning:
+        log.warning("%s: %s", out, warning)
     result = pipeline.compress(net, thresholds, validation,
                                lambda module: error_rate(module, splits.test_x, splits.test_y),
                                frontier_budgets=(thresholds or {}).get("frontier", DEFAULT_FRONTIER_BUDGETS))
@@ -115,6 +127,7 @@ def compress_cell(run_dir, *, thresholds: dict | None = None, reference_run: str
     with open_cell_run(tracking, run, out, "compress") as tracker:
         metrics = {
             "arch": run["arch"], "method": run["method"], "seed": run["seed"], "dataset": run["dataset"],
+            "preprocess": run["params"].get("preprocess", DEFAULT_PREPROCESS),  # the table notes one not the default
             **result.metrics,
             "compressed_bytes": compressed_bytes,
             "artefact_bytes": artefact_bytes,
@@ -122,6 +135,7 @@ def compress_cell(run_dir, *, thresholds: dict | None = None, reference_run: str
             "mlflow_run_id": tracker.run_id or run.get("mlflow_run_id"),
             "train_seconds": run.get("train_seconds"),
         }
+        metrics["error_trained_pct"] = metrics["error_pct"] if error_trained is None else error_trained
         metrics["error_jump_pct"] = compression_error_jump(metrics)
         metrics["collapsed"] = metrics["error_jump_pct"] > COLLAPSE_MARGIN_PCT
         write_json(metrics, out / METRICS_FILE)

@@ -19,7 +19,7 @@ from ..runs import (CHECKPOINT, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE
                     load_dataset_for_run)
 from ..train import TrainConfig, train
 from .device import job_device
-from .identity import check_same_training
+from .identity import check_init_matches, check_same_training, params_with_defaults
 from .options import Tracking, open_cell_run
 
 log = logging.getLogger("bcrepro")
@@ -91,7 +91,7 @@ def _already_trained(out: Path, previous: dict, params: dict) -> bool:
     """A finished run declared again: only compression settings may differ, and they replace the stored ones."""
     if not ((out / METRICS_FILE).exists() or (out / MODEL_FILE).exists()):
         return False
-    if previous.get("params") != params:
+    if params_with_defaults(previous) != params:  # keys the older run.json lacks at their default change nothing
         write_json(dict(previous, params=params), out / RUN_FILE)
         log.info("%s is already trained; its compression settings are updated in %s (run `compress` again to apply "
                  "them)", out, RUN_FILE)
@@ -127,8 +127,11 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
         check_same_training(previous, run, out)
         if _already_trained(out, previous, resolved):
             return json.loads((out / RUN_FILE).read_text())
+    if init:
+        check_init_matches(Path(init), run)
 
     splits = load_dataset_for_run(run, torch_device)
+    run["preprocessing"] = splits.preprocessing  # in words, with the fitted statistics (the mean image's, CIFAR's)
     scheduled, run["schedule_scale"] = schedule_for_data(spec, arch, resolved, len(splits.train_y), params or {})
     check_schedule(spec, scheduled, len(splits.train_y))
     torch.manual_seed(seed)
@@ -143,8 +146,8 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
     config = TrainConfig.from_params(resolved, seed=seed)  # every setting checked before the first file
     out.mkdir(parents=True, exist_ok=True)
     write_json(run, out / RUN_FILE)
-    log.info("training %s/%s on %s (%d train, %d validation, %d test) on %s: %s", arch, method, splits.name,
-             len(splits.train_y), len(splits.val_y), len(splits.test_y), torch_device, config)
+    log.info("training %s/%s on %s (%d train, %d validation, %d test; %s) on %s: %s", arch, method, splits.name,
+             len(splits.train_y), len(splits.val_y), len(splits.test_y), splits.preprocessing, torch_device, config)
     tic = time.perf_counter()
     with open_cell_run(tracking, run, out, "train") as tracker:
         tracker.log_params({**{k: v for k, v in run.items() if k != "params"}, **resolved})

@@ -6,25 +6,29 @@ from typing import Callable
 
 import torch
 
+from ..errors import UsageError
 from .files import load_cifar10, load_fashion_mnist, load_mnist
+from .preprocessing import DEFAULT_PREPROCESS, PIXEL_SCALINGS, unknown_preprocess, unsupported_preprocess
 from .splits import NUM_CLASSES, DataSplits, RawSplits, resolve_validation_size, validation_split
 from .synthetic import SYNTHETIC_TEST, SYNTHETIC_TRAIN, load_synthetic
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What ``load_dataset`` knows about one name: shape, classes and the function that reads it."""
+    """What ``load_dataset`` knows about one name: shape, classes, the function that reads it and the values of
+    ``preprocess`` it offers (``preprocessing.PIXEL_SCALINGS``)."""
 
     name: str
     input_shape: tuple[int, int, int]  # synthetic: the default, overridden by ``synthetic_shape``
     num_classes: int
     load: Callable[..., RawSplits]
+    preprocessings: tuple[str, ...] = PIXEL_SCALINGS
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", (1, 28, 28), NUM_CLASSES, load_mnist),
     "fashion_mnist": DatasetSpec("fashion_mnist", (1, 28, 28), NUM_CLASSES, load_fashion_mnist),
-    "cifar10": DatasetSpec("cifar10", (3, 32, 32), NUM_CLASSES, load_cifar10),
+    "cifar10": DatasetSpec("cifar10", (3, 32, 32), NUM_CLASSES, load_cifar10, (DEFAULT_PREPROCESS,)),
     "synthetic": DatasetSpec("synthetic", (1, 28, 28), NUM_CLASSES, load_synthetic),
 }
 
@@ -48,15 +52,22 @@ def synthetic_shape_for_arch(arch: str) -> tuple[int, int, int]:
 
 def load_dataset(name: str, data_root="data", download: bool = True, device="cpu", validation_size: int | float = 0,
                  seed: int = 0, synthetic_shape=(1, 28, 28), synthetic_train: int = SYNTHETIC_TRAIN,
-                 synthetic_test: int = SYNTHETIC_TEST) -> DataSplits:
+                 synthetic_test: int = SYNTHETIC_TEST, preprocess: str = DEFAULT_PREPROCESS) -> DataSplits:
     """Load data set ``name`` (see ``DATASETS``) whole onto ``device``, preprocessed, with an optional validation set.
 
-    Raises ``DataNotFoundError`` when the files are missing and cannot be downloaded (or ``download`` is False).
+    ``preprocess`` scales the pixels of the MNIST-like data sets (``preprocessing.PIXEL_SCALINGS``), fitted on the
+    training images left after the hold-out; CIFAR-10 takes only the default (a ``UsageError`` otherwise, before any
+    file is read). Raises ``DataNotFoundError`` when the files are missing and cannot be downloaded (or ``download``
+    is False).
     """
     try:
         spec = DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}") from None
+    if preprocess not in PIXEL_SCALINGS:
+        raise UsageError(unknown_preprocess(preprocess))
+    if preprocess not in spec.preprocessings:
+        raise UsageError(unsupported_preprocess(name, preprocess))
     raw = spec.load(data_root=data_root, download=download, seed=seed, synthetic_shape=synthetic_shape,
                     synthetic_train=synthetic_train, synthetic_test=synthetic_test)
     n_train = len(raw.train_y)
@@ -73,8 +84,8 @@ def load_dataset(name: str, data_root="data", download: bool = True, device="cpu
     val_x, val_y = train_x.index_select(0, val_index), train_y.index_select(0, val_index)
     train_x, train_y = train_x.index_select(0, train_index), train_y.index_select(0, train_index)
 
-    preprocess, description = raw.fit(train_x)
-    train_x, val_x, test_x = preprocess(train_x), preprocess(val_x), preprocess(test_x)
+    scale, description = raw.fit(train_x, preprocess)  # fitted on the training images only
+    train_x, val_x, test_x = scale(train_x), scale(val_x), scale(test_x)
     if validation_size:
         description += f"; {validation_size} validation examples held out of the training set (seed {seed})"
     return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, tuple(train_x.shape[1:]), spec.num_classes,

@@ -25,7 +25,7 @@ import torch
 
 from ..atomic import write_atomically
 from .fetch import brief, ensure_files, md5, unreadable
-from .preprocessing import standardise_per_channel, to_unit_range
+from .preprocessing import scale_pixels, standardise_per_channel
 from .splits import RawSplits
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _load_idx(name: str, folder: str, data_root, download: bool, hint: str = "")
     if train_x.dim() != 3 or len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise unreadable(name, raw, expected, ValueError(
             f"images {tuple(train_x.shape)}/{tuple(test_x.shape)} do not match labels {len(train_y)}/{len(test_y)}"))
-    return RawSplits(train_x[:, None], train_y.long(), test_x[:, None], test_y.long(), fit=to_unit_range)
+    return RawSplits(train_x[:, None], train_y.long(), test_x[:, None], test_y.long(), fit=scale_pixels)
 
 
 def _missing_idx(raw: Path) -> list[str]:

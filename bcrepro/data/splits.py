@@ -52,7 +52,8 @@ class RawSplits:
     train_y: torch.Tensor  # [N] int64
     test_x: torch.Tensor
     test_y: torch.Tensor
-    fit: Callable[[torch.Tensor], tuple[Callable[[torch.Tensor], torch.Tensor], str]]  # train_x -> (f, description)
+    # (train_x, the run's ``preprocess``) -> (the function for every split, its description)
+    fit: Callable[[torch.Tensor, str], tuple[Callable[[torch.Tensor], torch.Tensor], str]]
 
 
 def resolve_validation_size(size: int | float, n_train: int) -> int:

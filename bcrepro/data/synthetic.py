@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import shift_and_flip
+from .preprocessing import DEFAULT_PREPROCESS, scale_synthetic
 from .splits import NUM_CLASSES, RawSplits
 
 SYNTHETIC_TRAIN = 2000  # default example counts of the synthetic data set
@@ -50,7 +51,8 @@ def make_synthetic(shape: tuple[int, int, int] = (1, 28, 28), n_train: int = SYN
 
 def load_synthetic(seed=0, synthetic_shape=(1, 28, 28), synthetic_train=SYNTHETIC_TRAIN,
                    synthetic_test=SYNTHETIC_TEST, **_) -> RawSplits:
-    """The synthetic data set's splits, already in [-1, 1], so its preprocessing is the identity."""
+    """The synthetic data set's splits, generated in [-1, 1]: the default ``preprocess`` is the identity, the others
+    scale them as MNIST's pixels (``preprocessing.scale_synthetic``)."""
     shape = tuple(int(s) for s in synthetic_shape)
     if len(shape) != 3:
         raise ValueError(f"synthetic_shape must be (C, H, W), got {synthetic_shape!r}")
@@ -59,4 +61,9 @@ def load_synthetic(seed=0, synthetic_shape=(1, 28, 28), synthetic_train=SYNTHETI
     description = (f"synthetic: {NUM_CLASSES} smooth class prototypes of shape {shape}, amplitude 0.7-1.3, shifts "
                    f"up to {SYNTHETIC_SHIFT} px, noise std {SYNTHETIC_NOISE} * sqrt(C), clamped to [-1, 1]; "
                    f"seed {seed}")
-    return RawSplits(*data, fit=lambda train_x: ((lambda x: x), description))
+
+    def fit(train_x: torch.Tensor, preprocess: str):
+        scale, scaling = scale_synthetic(train_x, preprocess)
+        return scale, description if preprocess == DEFAULT_PREPROCESS else f"{description}; then {scaling}"
+
+    return RawSplits(*data, fit=fit)

@@ -10,6 +10,7 @@ from torch import nn
 from ..errors import UsageError
 from ..models import LayerFactory
 from .hyperparameters import Form, given, problems, prunable_layer_count
+from .schedules import SHARED_DEFAULTS
 
 METHODS: dict[str, "Method"] = {}
 
@@ -19,7 +20,9 @@ class Method:
     """What a method is: its layers, its training hyper-parameters per architecture and how it is compressed.
 
     ``hyperparameters[arch]`` are plain values with the source of each in a comment in the method's file; every key
-    can be overridden from a params file. ``forms[key]`` is each key's type, range and per-layer length
+    can be overridden from a params file. The settings every method shares (``schedules.SHARED_DEFAULTS``: the pixel
+    scaling ``preprocess`` and the KL's ``kl_images``) are added to each architecture's defaults where the method
+    does not set them. ``forms[key]`` is each key's type, range and per-layer length
     (``bcrepro.methods.hyperparameters``), declared beside the defaults; ``params_for`` checks every value against it.
     ``layer_factory(arch, hp)`` gives the layers the architecture is built from.
     ``starts_from_dense``: the workflow trains the dense reference first and passes it as ``--init``; True for
@@ -51,6 +54,8 @@ class Method:
     scale_schedule: Callable[[dict, float], dict] | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "hyperparameters", {arch: {**SHARED_DEFAULTS, **defaults}
+                                                     for arch, defaults in self.hyperparameters.items()})
         for arch, defaults in self.hyperparameters.items():
             formless = sorted(set(defaults) - set(self.forms))
             if formless:
@@ -70,10 +75,13 @@ class Method:
             raise UsageError(f"method {self.name!r} has no settings for architecture {arch!r}; "
                              f"it supports {sorted(self.hyperparameters)}")
         params = copy.deepcopy(self.hyperparameters[arch])
-        unknown = sorted(set(overrides or {}) - set(params))
+        # a key the architecture's defaults leave out but the method declares (the SGD settings of a method trained
+        # with Adam, say) takes the training loop's own default unless given
+        known = set(params) | set(self.forms)
+        unknown = sorted(set(overrides or {}) - known)
         if unknown:
             raise UsageError(f"unknown hyper-parameter(s) {unknown} for method {self.name!r} on {arch!r}; "
-                             f"known: {sorted(params)}")
+                             f"known: {sorted(known)}")
         params.update(copy.deepcopy(overrides or {}))
         wrong = problems(self.forms, params, prunable_layer_count(arch))
         if wrong:

@@ -1,10 +1,14 @@
 """Training budgets shared by several methods, each written once with its source, and the form of every training
 setting (``TRAINING``: the keys ``bcrepro.train.TrainConfig`` and the data split read)."""
-from .hyperparameters import AnyOf, Boolean, Fraction, Integer, Number, OneOf
+from ..data.preprocessing import DEFAULT_PREPROCESS, PIXEL_SCALINGS
+from .hyperparameters import AnyOf, Boolean, Fraction, Integer, Number, OneOf, OrNull
 
 # The training settings' forms; every method's forms start from these. The names of lr_schedule and optimizer are
 # those bcrepro.train accepts (its LR_SCHEDULES and OPTIMIZERS; a test keeps the two lists equal).
 TRAINING = dict(
+    # the pixel scaling of the MNIST-like data sets (bcrepro/data/preprocessing.py); CIFAR-10 takes only the default
+    preprocess=OneOf(*PIXEL_SCALINGS),
+    kl_images=OrNull(Integer(minimum=1), "the training split's size"),  # the N of the objective's KL / N
     epochs=Integer(minimum=1),
     batch_size=Integer(minimum=1),
     lr=Number(above=0),
@@ -20,6 +24,19 @@ TRAINING = dict(
     dropout=Boolean(),                         # the dense VGG recipe's (models.vgg16)
     # images held out of the training set to choose thresholds: a count or a fraction (data's resolve_validation_size)
     validation_size=AnyOf(Integer(minimum=0), Number(above=0, below=1), Fraction()),
+)
+
+# Settings every method takes, each at the value every run had before it existed. The registry adds them to every
+# method's defaults (``Method.hyperparameters``); a method's own value for an architecture would take precedence.
+SHARED_DEFAULTS = dict(
+    # "symmetric" 2(x/255 - 0.5) for every method, so that the table compares the methods on the same data; "unit"
+    # x/255 is the SWS tutorial's, "centred" x/256 minus the mean training image the Sparse VD authors' (the mean
+    # fitted on the run's training split only).
+    preprocess=DEFAULT_PREPROCESS,
+    # null: N = the training split's size (MNIST: 55,000 after the 5,000-image hold-out); an integer replaces it in
+    # KL / N only (the cross-entropy stays a mean over the batch): 60000 is the Sparse VD authors', who trained on
+    # all of MNIST's training images.
+    kl_images=None,
 )
 
 # Paper budget for the MNIST networks. The BC paper's appendix values could not be verified (docs/decisions.md);

@@ -15,6 +15,9 @@ Decisions:
 - A paper row exists only where the paper has one; elsewhere (VGG with DC, methods beyond the paper) the paper columns
   are NaN (numbers) or "" (strings). The paper's numbers are for its data set (``paper_dataset``), whatever data set
   the measured runs used (``dataset``).
+- Every method's default pixel scaling is the same (``preprocess: symmetric``); a cell trained with another one says
+  so in ``dataset`` ("mnist (centred)") and the markdown and LaTeX tables explain it below (``metrics.json``'s
+  ``preprocess``; files written before it existed count as the default).
 """
 from __future__ import annotations
 
@@ -30,9 +33,10 @@ import pandas as pd
 
 from bcrepro.atomic import write_text
 from bcrepro.compress.thresholds import compression_at_error
+from bcrepro.data import DEFAULT_PREPROCESS
 from bcrepro.deploy.speed import speedups
 from bcrepro.report.paper import ORIGINAL_ARCHITECTURE, PAPER_DATASET, own_paper_row, paper_architecture, paper_row
-from bcrepro.runs import COLLAPSE_MARGIN_PCT, METRICS_FILE, SPEED_FILE, compressed_cells
+from bcrepro.runs import COLLAPSE_MARGIN_PCT, METRICS_FILE, SPEED_FILE, compressed_cells, compression_error_jump
 
 # The paper's order (Table 1): the table's rows and the figures' legends list architectures and methods in it.
 ARCH_ORDER = ["lenet300", "lenet5", "vgg16"]
@@ -46,10 +50,11 @@ REQUIRED_KEYS = [
 ]
 _FLOAT_COLUMNS = [
     "error_pct", "error_pruned_pct", "error_quantized_pct", "compression_pruning", "compression_precision",
-    "compression_max", "train_seconds", "speedup_cpu", "speedup_cuda", "compression_at_paper_error",
+    "compression_max", "train_seconds", "speedup_cpu", "speedup_cuda", "compression_at_paper_error", "error_jump_pct",
 ]
 _INT_COLUMNS = ["seed", "total_weights", "nonzero_weights"]
-RUN_COLUMNS = REQUIRED_KEYS + ["speedup_cpu", "speedup_cuda", "compression_at_paper_error"]
+RUN_COLUMNS = REQUIRED_KEYS + ["speedup_cpu", "speedup_cuda", "compression_at_paper_error", "preprocess",
+                               "error_jump_pct"]
 
 TABLE_COLUMNS = [
     "arch", "method", "dataset", "n_seeds",
@@ -131,6 +136,8 @@ def _read_run(path: Path) -> dict:
     row["bits"] = _join(metrics["bits"])
     row["architecture"] = _join(metrics["architecture"])
     row["compression_at_paper_error"] = _compression_at_paper_error(metrics)
+    row["preprocess"] = metrics.get("preprocess", DEFAULT_PREPROCESS)
+    row["error_jump_pct"] = compression_error_jump(metrics)  # from the network as trained, where the file has it
     speed_path = path.parent / SPEED_FILE
     row.update(_speedups(speed_path) if speed_path.exists() else {"speedup_cpu": math.nan, "speedup_cuda": math.nan})
     return row
@@ -185,6 +192,23 @@ def _paper_number(paper, field: str) -> float:
     return math.nan if value is None else float(value)
 
 
+def _data_label(group: pd.DataFrame) -> str:
+    """The data set(s) of a cell's seeds, "mnist", with their pixel scaling where it is not the default:
+    "mnist (centred)", "mnist (symmetric+centred)" where the seeds differ."""
+    label = "+".join(sorted(set(group["dataset"])))
+    scalings = sorted(set(group["preprocess"]))
+    return label if scalings == [DEFAULT_PREPROCESS] else f"{label} ({'+'.join(scalings)})"
+
+
+def _scaling_note(table: pd.DataFrame) -> str:
+    """What a scaling in ``data`` means, for the tables that show one; "" where every cell has the default."""
+    if not table["dataset"].str.endswith(")").any():
+        return ""
+    return ("A scaling after the data set, `mnist (centred)`, marks a cell trained and evaluated on pixels scaled "
+            "otherwise than the default every method shares, 2 (x / 255 - 0.5) (the setting `preprocess`): `unit` "
+            "x / 255 (the SWS tutorial's), `centred` x / 256 minus the mean training image (the Sparse VD authors').")
+
+
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (arch, method) with ``TABLE_COLUMNS``: the mean (and std) over seeds beside the paper's Table 1.
 
@@ -201,7 +225,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         final_error = group["error_quantized_pct"].astype(float).fillna(group["error_pruned_pct"].astype(float))
         row = {
             "arch": arch, "method": method,
-            "dataset": "+".join(sorted(set(group["dataset"]))),
+            "dataset": _data_label(group),
             "n_seeds": len(group),
             "error_pct_mean": group["error_pct"].mean(), "error_pct_std": group["error_pct"].std(),
             # after the method's last step (rounded where it reduces precision): what the paper's Table 1 reports
@@ -220,7 +244,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             "compression_at_paper_error_mean": group["compression_at_paper_error"].mean(),
             # seeds whose compression added more than COLLAPSE_MARGIN_PCT points of error (metrics files written
             # before the flag existed are judged the same way)
-            "n_collapsed": int(((final_error - group["error_pct"]) > COLLAPSE_MARGIN_PCT).sum()),
+            "n_collapsed": int((group["error_jump_pct"] > COLLAPSE_MARGIN_PCT).sum()),
             "paper_dataset": PAPER_DATASET.get(arch, "") if paper is not None else "",
             "paper_error_pct": _paper_number(paper, "error_pct"),
             "paper_compression_pruning": _paper_number(paper, "compression_pruning"),
@@ -366,8 +390,10 @@ def _markdown(headers: list[str], rows: list[list[str]], note: str = "") -> str:
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:
-    """``comparison_table``'s result as a markdown table with a note on the paper's numbers."""
-    return _markdown(_COMPARISON_HEADERS, [_comparison_cells(row, MD) for _, row in table.iterrows()], _NOTE)
+    """``comparison_table``'s result as a markdown table with a note on the paper's numbers (and on the pixel
+    scaling where a cell did not use the default)."""
+    note = " ".join(filter(None, (_NOTE, _scaling_note(table))))
+    return _markdown(_COMPARISON_HEADERS, [_comparison_cells(row, MD) for _, row in table.iterrows()], note)
 
 
 def comparison_latex(table: pd.DataFrame) -> str:
@@ -378,6 +404,7 @@ def comparison_latex(table: pd.DataFrame) -> str:
     headers[-1] = r"own paper: error \%, $|W_{\neq 0}|/|W|$ \%, CR"
     lines = [r"% measured vs paper (Louizos et al. 2017, Table 1); paper numbers are for MNIST / CIFAR-10;",
              r"% $^*$ = the authors' best-case guess; -- = not available",
+             *([f"% {_scaling_note(table).replace('`', '')}"] if _scaling_note(table) else []),
              r"\begin{tabular}{lllr" + "r" * (len(headers) - 7) + "lll}", r"\toprule",
              " & ".join(headers) + r" \\", r"\midrule"]
     previous_arch = None

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 from bcrepro import tracking
 from bcrepro.data import dataset_for_arch
 from bcrepro.methods import get_method
+from bcrepro.methods.schedules import SHARED_DEFAULTS
 
 
 
@@ -181,8 +182,13 @@ def run_folder(wildcards, output):
 
 
 def train_params(wildcards):
-    method = wildcards.get("method", "dense")
-    return json.dumps(cell_params(wildcards.arch, method), sort_keys=True)
+    """The cell's hyper-parameters for its job's --params-json. The settings every method shares are left out where
+    they are at their defaults (``SHARED_DEFAULTS``: ``preprocess``, ``kl_images``), which the library fills in
+    again: a setting added since a run was made then leaves the job's command, and Snakemake's params trigger, as
+    they were, instead of declaring every finished run out of date."""
+    params = cell_params(wildcards.arch, wildcards.get("method", "dense"))
+    stated = {k: v for k, v in params.items() if not (k in SHARED_DEFAULTS and v == SHARED_DEFAULTS[k])}
+    return json.dumps(stated, sort_keys=True)
 
 
 def train_inputs(wildcards):
