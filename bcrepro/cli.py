@@ -32,7 +32,7 @@ from .cells.timing import DEFAULT_BATCH_SIZES
 from .deploy import speed
 from .errors import UsageError
 from .methods import METHODS
-from .runs import METRICS_FILE, RUN_FILE, compressed_cells
+from .runs import METRICS_FILE, REFERENCE_DIR, RUN_FILE, compressed_cells
 from .cells.pool import FAILED, OK, TIME_LIMIT, USER_ERRORS
 from .train import TimeLimitReached
 
@@ -171,8 +171,8 @@ def cmd_record(args) -> None:
     out = Path(args.out)
     if args.runs is not None:
         copied = record.copy_cells(Path(args.runs), out)
-        log.info("copied %d files of %d cells into %s", len(copied), len({path.parent for path in copied}),
-                 out / record.RUNS_DIR)
+        cells = {path.parent.parent if path.parent.name == REFERENCE_DIR else path.parent for path in copied}
+        log.info("copied %d files of %d cells into %s", len(copied), len(cells), out / record.RUNS_DIR)
     written = record.regenerate(out)
     log.info("wrote %d tables and figures under %s", len(written), out)
 

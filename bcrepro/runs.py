@@ -32,6 +32,9 @@ SLIM_FILE = "slim.pt"
 POSTERIOR_FILE = "posterior.npz"
 MLFLOW_MODEL_DIR = "slim_model"  # the slimmed network as an MLflow PyTorch model (logged only with MLflow on)
 SPEED_FILE = "speed.json"
+# A cell that starts from a dense reference of its own (the workflow's `references`) has it trained in this sub-folder
+# of its run folder, a run directory of method dense like the shared reference's.
+REFERENCE_DIR = "reference"
 
 # The validation hold-out (and synthetic data) do not depend on the training seed: every run sees the same split.
 DATA_SEED = 0

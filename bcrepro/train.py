@@ -49,6 +49,19 @@ class TimeLimitReached(RuntimeError):
     """The wall-clock limit passed; the checkpoint holds the finished epochs and a rerun resumes from it."""
 
 
+KL_IMAGES_ALL = "all"
+
+
+def kl_divisor(kl_images: int | str | None, n_train: int, n_validation: int) -> int:
+    """The N of the objective's KL / N: the training split's size (None), all the images the split was drawn from,
+    validation hold-out included ("all": the Sparse VD authors' N, who held nothing out), or a given count."""
+    if kl_images is None:
+        return n_train
+    if kl_images == KL_IMAGES_ALL:
+        return n_train + n_validation
+    return kl_images
+
+
 @dataclass
 class TrainConfig:
     epochs: int
@@ -63,7 +76,7 @@ class TrainConfig:
     lr_gamma: float = 1e-4  # "inv" only: Caffe's lr * (1 + gamma * iteration) ** -power
     lr_power: float = 0.75  # "inv" only
     augment: bool = False
-    kl_images: int | None = None  # the N of KL / N; None: the training split's size
+    kl_images: int | str | None = None  # the N of KL / N; None: the training split's size; "all": it plus the hold-out
     seed: int = 0
 
     def __post_init__(self):
@@ -74,10 +87,10 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {self.epochs}, "
                              f"{self.batch_size}, {self.lr}")
-        if self.kl_images is not None and (isinstance(self.kl_images, bool) or not isinstance(self.kl_images, int)
-                                           or self.kl_images < 1):
-            raise ValueError(f"kl_images must be None (the training split's size) or an integer >= 1, "
-                             f"got {self.kl_images!r}")
+        if self.kl_images not in (None, KL_IMAGES_ALL) and (
+                isinstance(self.kl_images, bool) or not isinstance(self.kl_images, int) or self.kl_images < 1):
+            raise ValueError(f"kl_images must be None (the training split's size), {KL_IMAGES_ALL!r} (it plus the "
+                             f"validation hold-out) or an integer >= 1, got {self.kl_images!r}")
 
     @classmethod
     def saved(cls, config: dict) -> dict:
@@ -279,7 +292,7 @@ def train(net: Net, data: DataSplits, config: TrainConfig, out: Path, device: to
         log.info("resuming from %s after epoch %d/%d", checkpoint_path, start_epoch, config.epochs)
 
     n_train = len(data.train_y)
-    kl_images = n_train if config.kl_images is None else config.kl_images  # N of KL / N
+    kl_images = kl_divisor(config.kl_images, n_train, len(data.val_y))  # N of KL / N
     group_layers = net.group_layers()
     check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY
     steps_per_epoch = math.ceil(n_train / config.batch_size)

@@ -180,6 +180,8 @@ def tiny_params(arch: str, method: str, epochs: int, validation: int) -> dict:
         params["iter_stop"] = [15] * len(defaults["iter_stop"])
     if isinstance(defaults.get("thresholds"), dict) and defaults["thresholds"].get("rule") == "auto":
         params["thresholds"] = {"rule": "auto", "max_error_increase": 1.0, "max_candidates": 4}
+    if get_method(method).starts_from(arch):  # the one dense reference here saw the dense defaults' pixels
+        params["preprocess"] = get_method("dense").params_for(arch)["preprocess"]
     return params
 
 

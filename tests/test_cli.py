@@ -364,22 +364,27 @@ def test_a_run_declared_again_with_other_thresholds_keeps_its_training_and_takes
     assert "thresholds" not in other.stderr
 
 
-def test_a_run_written_before_a_hyper_parameter_existed_resumes_under_its_default(tmp_path):
-    """run.json of an older run lacks a key added since (here Sparse VD's sampled_variance, whose default is the
-    behaviour those runs trained with): resuming it is the same training, not 'other settings'."""
+def test_a_run_written_before_a_hyper_parameter_existed_resumes_under_the_value_it_trained_with(tmp_path):
+    """run.json of an older run lacks keys added since (Sparse VD's sampled_variance, preprocess, kl_images). It
+    trained as the code then did (sigma2, symmetric pixels, the split's N), which today's defaults are not: declared
+    with those values it is the same training; declared with today's defaults it is another run, named key by key."""
     run = tmp_path / "svd"
+    before = {"validation_size": 300, "sampled_variance": "sigma2", "preprocess": "symmetric", "kl_images": None}
     base = ["train", "--arch", "lenet300", "--method", "sparse-vd", "--dataset", "synthetic", "--epochs", 1,
-            "--params-json", '{"validation_size": 300}', "--out", run]
+            "--params-json", json.dumps(before), "--out", run]
     assert bcrepro(*base).returncode == 0
     stored = json.loads((run / "run.json").read_text())
-    del stored["params"]["sampled_variance"]
+    for key in ("sampled_variance", "preprocess", "kl_images"):
+        del stored["params"][key]
     (run / "run.json").write_text(json.dumps(stored))
     (run / "model.pt").unlink()
     again = bcrepro(*base)
     assert again.returncode == 0, again.stderr
-    other = bcrepro(*base[:-4], "--params-json", '{"validation_size": 300, "sampled_variance": "alpha"}', "--out", run)
-    assert other.returncode == 1 and "params.sampled_variance ('sigma2' there, 'alpha' here)" in other.stderr
-
+    today = bcrepro(*base[:-4], "--params-json", '{"validation_size": 300}', "--out", run)
+    assert today.returncode == 1
+    for change in ("params.sampled_variance ('sigma2' there, 'alpha' here)",
+                   "params.preprocess ('symmetric' there, 'centred' here)", "params.kl_images (None there, 'all' here)"):
+        assert change in today.stderr
 
 
 def test_an_iteration_counted_schedule_keeps_its_place_in_each_epoch_on_other_data(tmp_path):

@@ -83,7 +83,8 @@ def test_dc_from_a_dense_reference_prunes_and_shares_while_the_error_stays_low(t
     run_bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 8,
                 "--init", dense_lenet300, "--out", run,
                 "--params-json", json.dumps({"validation_size": 300, "lr": 0.01, "prune_iterations": [0, 25, 50],
-                                             "quantize_iteration": 100}))
+                                             "quantize_iteration": 100,
+                                             "preprocess": "symmetric"}))  # the shared reference's pixels
     run_bcrepro("compress", "--run", run)
     metrics = json.loads((run / "metrics.json").read_text())
     kept = [k / t for k, t in zip(metrics["kept_weights"], metrics["layer_weights"])]
@@ -96,16 +97,16 @@ def test_dc_from_a_dense_reference_prunes_and_shares_while_the_error_stays_low(t
 def test_a_dense_reference_fitted_to_other_pixel_scaling_is_refused_before_anything_is_written(tmp_path):
     from bcrepro.cells import train_cell
     dense = tmp_path / "dense"
-    train_cell(dense, arch="lenet300", method="dense", dataset="synthetic", epochs=1,
-               params={"validation_size": 300, "preprocess": "unit"})
+    # the shared pixels; DC's LeNet-300-100 retrains on x / 255 by default
+    train_cell(dense, arch="lenet300", method="dense", dataset="synthetic", epochs=1, params={"validation_size": 300})
     run = tmp_path / "dc"
     done = bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 1,
                    "--init", dense / "model.pt", "--out", run)
     assert done.returncode == 1
-    assert "preprocess 'unit' there, 'symmetric' here" in done.stderr and not run.exists()
+    assert "preprocess 'symmetric' there, 'unit' here" in done.stderr and not run.exists()
     # the same scaling is accepted (and a bare state dict, without run.json beside it, is taken as given)
     accepted = bcrepro("train", "--arch", "lenet300", "--method", "dc", "--dataset", "synthetic", "--epochs", 1,
                        "--init", dense / "model.pt", "--out", run, "--params-json",
-                       json.dumps({"preprocess": "unit", "validation_size": 300, "prune_iterations": [0, 1, 2],
+                       json.dumps({"preprocess": "symmetric", "validation_size": 300, "prune_iterations": [0, 1, 2],
                                    "quantize_iteration": 3}))
     assert accepted.returncode == 0, accepted.stderr

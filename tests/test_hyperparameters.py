@@ -24,9 +24,9 @@ def error_of(method: str, arch: str, overrides: dict) -> str:
 
 # ---- the defaults stay as they were ----------------------------------------------------------------------------------
 def test_default_hyperparameters_are_those_of_the_paper_configuration():
-    """Two cells written out in full: declaring the forms changed no default."""
+    """Two cells written out in full (LeNet-5 clamps conv1, DC LeNet-300-100 retrains on x / 255)."""
     assert get_method("bc-ghs").params_for("lenet5") == {
-        "augment": False, "batch_size": 128, "clip_mode": "parameter", "clip_var": [None, None, 0.04, None],
+        "augment": False, "batch_size": 128, "clip_mode": "parameter", "clip_var": [0.04, None, None, None],
         "epochs": 200, "kl_images": None, "kl_warmup_epochs": 20, "lr": 0.001, "lr_schedule": "constant",
         "preprocess": "symmetric", "sa_kl": "exact", "statistic": "magnitude", "tau0": 1e-05,
         "thresholds": {"max_error_increase": 0.1, "rule": "sparsest"}, "validation_size": "1/12",
@@ -34,7 +34,7 @@ def test_default_hyperparameters_are_those_of_the_paper_configuration():
     assert get_method("dc").params_for("lenet300") == {
         "augment": False, "batch_size": 64, "epochs": 30, "kept_fraction": [0.08, 0.09, 0.26], "kl_images": None,
         "kl_warmup_epochs": 0, "lr": 0.01, "lr_gamma": 0.0001, "lr_power": 0.75, "lr_schedule": "inv", "momentum": 0.9,
-        "optimizer": "sgd", "preprocess": "symmetric", "prune_iterations": [0, 4300, 8600], "quantize_iteration": 17200,
+        "optimizer": "sgd", "preprocess": "unit", "prune_iterations": [0, 4300, 8600], "quantize_iteration": 17200,
         "validation_size": "1/12", "weight_bits": [6, 6, 6], "weight_decay": 0.0005}
 
 

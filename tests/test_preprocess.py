@@ -121,9 +121,10 @@ def test_an_unknown_scaling_is_refused_with_the_choices(raw_mnist):
      "hyper-parameter 'preprocess' of sparse-vd on lenet300 must be one of 'symmetric', 'unit', 'centred', "
      "got 'centered' (a string)"),
     ({"kl_images": 0}, "hyper-parameter 'kl_images' of sparse-vd on lenet300 must be null (the training split's "
-                       "size) or an integer >= 1, got 0"),
+                       "size) or an integer >= 1, or one of 'all', got 0"),
     ({"kl_images": 6e4}, "'kl_images' of sparse-vd on lenet300 must be null (the training split's size) or an "
-                         "integer >= 1, got 60000.0"),
+                         "integer >= 1, or one of 'all', got 60000.0"),
+    ({"kl_images": "every"}, "'kl_images' of sparse-vd on lenet300 must be null"),
     ({"kl_images": "60000"}, "'kl_images' of sparse-vd on lenet300 must be null"),
 ])
 def test_bad_values_are_one_error_naming_the_key(overrides, message):
@@ -132,19 +133,32 @@ def test_bad_values_are_one_error_naming_the_key(overrides, message):
     assert message in str(raised.value)
 
 
-def test_the_training_config_refuses_a_kl_images_below_one():
-    with pytest.raises(ValueError, match="kl_images must be None .* or an integer >= 1, got 0"):
-        TrainConfig(epochs=1, batch_size=8, lr=1e-3, kl_images=0)
+@pytest.mark.parametrize("kl_images", [0, "every", 2.5])
+def test_the_training_config_refuses_a_kl_images_below_one_or_unknown(kl_images):
+    with pytest.raises(ValueError, match="kl_images must be None .*, 'all' .* or an integer >= 1, got"):
+        TrainConfig(epochs=1, batch_size=8, lr=1e-3, kl_images=kl_images)
 
 
-# ---- every method takes both settings, at the behaviour it had before ---------------------------------------------
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_defaults_to_the_symmetric_scaling_and_the_training_split_size(name):
+# ---- every method takes both settings; all but Sparse VD at the behaviour they had before -------------------------
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"sparse-vd"}))
+def test_every_other_method_defaults_to_the_symmetric_scaling_and_the_training_split_size(name):
     method = get_method(name)
-    for arch in method.hyperparameters:
+    for arch in set(method.hyperparameters) - ({"lenet300"} if name == "dc" else set()):
         params = method.params_for(arch)
         assert params["preprocess"] == "symmetric" and params["kl_images"] is None
         assert method.params_for(arch, {"preprocess": "unit", "kl_images": 60000})["preprocess"] == "unit"
+
+
+def test_dc_lenet300_defaults_to_caffes_unit_pixels():
+    assert get_method("dc").params_for("lenet300")["preprocess"] == "unit"
+    assert get_method("dc").params_for("lenet5")["preprocess"] == "symmetric"
+
+
+def test_sparse_vd_defaults_to_its_authors_pixels_n_and_sampled_variance():
+    method = get_method("sparse-vd")
+    for arch in ("lenet300", "lenet5"):
+        params = method.params_for(arch)
+        assert (params["preprocess"], params["kl_images"], params["sampled_variance"]) == ("centred", "all", "alpha")
 
 
 # ---- the KL divisor --------------------------------------------------------------------------------------------------
@@ -168,6 +182,27 @@ def test_one_step_loss_is_cross_entropy_plus_kl_over_kl_images(tmp_path):
     assert record["cross_entropy"] == pytest.approx(cross_entropy, rel=1e-5)
     assert record["loss"] == pytest.approx(cross_entropy + kl / 60_000, rel=1e-5)
     assert abs(record["loss"] - (cross_entropy + kl / 256)) > 1.0  # what the default divisor would give
+
+
+@pytest.mark.parametrize("n_validation", [0, 64])
+def test_kl_images_all_divides_by_the_training_split_plus_the_hold_out(tmp_path, n_validation):
+    """One step over the whole split (batch = 192, beta = 1): "all" divides the KL by 192 plus the images held out,
+    whatever the data's size, so a subset of MNIST gets its own N and full MNIST the authors' 60,000."""
+    splits = data.load_dataset("synthetic", validation_size=n_validation, synthetic_train=192 + n_validation,
+                               synthetic_test=16)
+    assert splits.sizes["train"] == 192 and splits.sizes["val"] == n_validation
+    method = get_method("sparse-vd")
+    torch.manual_seed(0)
+    net = models.build("lenet300", method.layer_factory("lenet300", method.params_for("lenet300")))
+    twin = copy.deepcopy(net)
+    config = TrainConfig(epochs=1, batch_size=192, lr=1e-3, kl_warmup_epochs=0, kl_images="all", seed=0)
+    record = train(net, splits, config, tmp_path / "run", torch.device("cpu"))[0]
+    torch.manual_seed(0)
+    order = torch.randperm(192, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cross_entropy = F.cross_entropy(twin(splits.train_x[order]), splits.train_y[order]).item()
+        kl = twin.kl_divergence().item()
+    assert record["loss"] == pytest.approx(cross_entropy + kl / (192 + n_validation), rel=1e-5)
 
 
 def test_a_checkpoint_written_before_kl_images_resumes_and_one_with_another_value_does_not(tmp_path):

@@ -1,13 +1,15 @@
 """The committed reproduction record (results/mnist/): its tables regenerate byte for byte from its per-cell files,
 and every cell's compressed.bin rebuilds a network with the test error its metrics.json states."""
 import json
+import shutil
 
 import pytest
+import torch
 
 from bcrepro import data
 from bcrepro.deploy.artefact import load_network
 from bcrepro.report import record, table
-from bcrepro.runs import compressed_cells, final_error_pct
+from bcrepro.runs import REFERENCE_DIR, compressed_cells, final_error_pct, load_dataset_for_run
 from bcrepro.train import error_rate
 from conftest import REPO
 
@@ -34,9 +36,11 @@ def test_copying_the_cells_and_regenerating_gives_the_committed_tables_byte_for_
         assert (tmp_path / name).read_bytes() == (RECORD / name).read_bytes(), f"{name} differs when regenerated"
 
 
-def mnist_test_split(preprocess=data.DEFAULT_PREPROCESS):
+def mnist_test_split(run: dict):
+    """The run's own MNIST splits (``load_dataset_for_run``): a scaling fitted on the training split, such as
+    ``centred``'s mean image, is the one the run trained with only with the run's own hold-out."""
     try:
-        return data.load_dataset("mnist", data_root=REPO / "data", download=False, preprocess=preprocess)
+        return load_dataset_for_run(dict(run, data_root=str(REPO / "data"), download=False), torch.device("cpu"))
     except data.DataNotFoundError as err:
         pytest.skip(f"MNIST is not staged in data/MNIST/raw (README 'Data'; .ci/run stages it from npm): {err}")
 
@@ -46,7 +50,7 @@ def mnist_test_split(preprocess=data.DEFAULT_PREPROCESS):
 def test_each_compressed_file_rebuilds_the_network_with_the_stated_test_error(cell):
     metrics = json.loads((cell / "metrics.json").read_text())
     stated = final_error_pct(metrics)
-    splits = mnist_test_split(metrics.get("preprocess", data.DEFAULT_PREPROCESS))  # the pixels it was trained on
+    splits = mnist_test_split(json.loads((cell / "run.json").read_text()))  # the pixels it was trained on
     net = load_network(cell / "compressed.bin", metrics["arch"])
     assert error_rate(net, splits.test_x, splits.test_y) == pytest.approx(stated, abs=1e-9)
 
@@ -124,3 +128,22 @@ def test_copying_the_record_onto_itself_is_refused_and_deletes_nothing(tmp_path)
     with pytest.raises(UsageError, match="onto themselves"):
         record.copy_cells(tmp_path / record.RUNS_DIR, tmp_path)
     assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
+
+
+def test_the_record_keeps_the_settings_and_curves_of_a_cells_own_reference_and_no_model(tmp_path):
+    # the workflow's `references` train DC's reference into the DC run folder's reference/: the record keeps what it was
+    # trained under and how, and the table still reads the cells only
+    runs = tmp_path / "runs"
+    cell = runs / "lenet300" / "dc" / "seed0"
+    shutil.copytree(RECORD / record.RUNS_DIR / "lenet300" / "dc" / "seed0", cell)
+    shutil.copytree(RECORD / record.RUNS_DIR / "lenet300" / "dense" / "seed0", cell / REFERENCE_DIR,
+                    dirs_exist_ok=True)  # a run folder's every file, the record's own reference/ or not
+    (cell / REFERENCE_DIR / "model.pt").write_bytes(b"weights")
+    out = tmp_path / "record"
+    written = record.copy_cells(runs, out)
+    copied = out / record.RUNS_DIR / "lenet300" / "dc" / "seed0" / REFERENCE_DIR
+    assert sorted(path.name for path in copied.iterdir()) == ["history.json", "run.json"]
+    assert {copied / "history.json", copied / "run.json"} <= set(written)
+    assert json.loads((copied / "run.json").read_text()) == json.loads((cell / REFERENCE_DIR / "run.json").read_text())
+    cells = table.load_runs(out / record.RUNS_DIR)
+    assert list(zip(cells["arch"], cells["method"], cells["seed"])) == [("lenet300", "dc", 0)]

@@ -230,8 +230,8 @@ def test_the_tutorial_config_sets_the_tutorials_settings_on_both_lenets():
     for arch in ("lenet300", "lenet5"):
         params = get_method("sws").params_for(arch, config["hyperparameters"]["sws"][arch])
         assert {key: params[key] for key in tutorial} == tutorial, arch
-        # the dense reference SWS starts from must see the same pixels
-        assert get_method("dense").params_for(arch, config["hyperparameters"]["dense"][arch])["preprocess"] == "unit"
+        # the dense reference SWS starts from (its own, `references`) must see the same pixels
+        assert get_method("dense").params_for(arch, config["references"]["sws"][arch])["preprocess"] == "unit"
 
 
 # ---- the collapse flag sees SWS's snapping ---------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from conftest import REPO
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 FAKE_SLURM = REPO / "tests" / "fakeslurm"
 # LeNets: 7 methods (6 trained from dense) x 3 seeds each; VGG-16: dense, bc-gnj, bc-ghs x 3 seeds (arch_methods)
-PAPER_JOBS = {"stage_data": 2, "init_mlflow": 1, "pretrain": 9, "train": 42, "compress": 51, "speedup": 42,
-              "table": 1, "figures": 1, "all": 1}
+PAPER_JOBS = {"stage_data": 2, "init_mlflow": 1, "pretrain": 9, "pretrain_own": 3, "train": 42, "compress": 51,
+              "speedup": 42, "table": 1, "figures": 1, "all": 1}  # pretrain_own: DC LeNet-300-100's own references
 
 
 def snakemake_command(workdir: Path, *args: str, profile: str = "none") -> list[str]:
@@ -81,37 +81,103 @@ def test_a_training_time_limit_reaches_every_training_job_and_no_other(tmp_path)
     assert limited.returncode == 0 and plain.returncode == 0, limited.stderr + plain.stderr
     commands = [line for line in limited.stdout.splitlines() if "python -m bcrepro " in line]
     training = [line for line in commands if "bcrepro train " in line]
-    assert len(training) == 3 * 7  # three seeds of the dense reference and six methods
+    assert len(training) == 3 * 8  # three seeds of the dense reference, six methods and DC's own reference
     assert all("--max-minutes 90 " in line for line in training)
     assert not any("--max-minutes" in line for line in commands if line not in training)
     assert "--max-minutes" not in plain.stdout
+
+
+def bcrepro_commands(output: str) -> list[str]:
+    """The shell commands of a dry run's (``-n -p``) jobs."""
+    return [line for line in output.splitlines() if "python -m bcrepro " in line]
 
 
 def test_the_dc_reference_config_trains_dc_from_a_weight_decayed_reference_on_the_same_pixels(tmp_path):
     result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / "mnist.yaml"),
                        str(REPO / "config" / "dc_reference.yaml"), "--config", "seeds=[0]")
     assert result.returncode == 0, result.stderr
-    training = [line for line in result.stdout.splitlines() if "python -m bcrepro train " in line]
-    dense = [line for line in training if "--method dense" in line]
+    training = [line for line in bcrepro_commands(result.stdout) if "python -m bcrepro train " in line]
+    own = [line for line in training if "/reference " in line]
+    dense = [line for line in training if "--method dense" in line and line not in own]
     dc = [line for line in training if "--method dc" in line]
-    assert len(training) == 4 and len(dense) == 2 and len(dc) == 2  # both LeNets, one seed
-    assert all('"weight_decay": 0.0001' in line and '"preprocess": "unit"' in line for line in dense)
-    assert all('"preprocess": "unit"' in line and "/dense/seed0/model.pt" in line for line in dc)
+    assert len(training) == 6 and len(own) == 2 and len(dense) == 2 and len(dc) == 2  # both LeNets, one seed
+    assert all("--method dense" in line and '"weight_decay": 0.0001' in line and '"preprocess": "unit"' in line
+               for line in own)
+    # the shared reference stays config.yaml's, so the other methods' cells may share its results folder
+    assert not any("preprocess" in line or '"weight_decay": 0.0001' in line for line in dense)
+    for arch in ("lenet300", "lenet5"):
+        assert any(f"--out results/runs/{arch}/dc/seed0/reference " in line for line in own)
+        assert any(f"--arch {arch} " in line and '"preprocess": "unit"' in line
+                   and f"--init results/runs/{arch}/dc/seed0/reference/model.pt " in line for line in dc)
 
 
-def test_shared_settings_reach_a_training_job_only_where_the_config_changes_them(tmp_path):
-    # preprocess and kl_images came after finished runs existed: at their defaults they stay out of the job's command,
-    # so Snakemake's params trigger does not find every earlier run out of date
-    config = write_config(tmp_path / "centred.yaml",
-                          "hyperparameters:\n  sparse-vd:\n    lenet300: {preprocess: centred, kl_images: 60000}\n")
+def test_a_cell_with_its_own_reference_starts_from_it_and_every_other_job_stays_as_it_was(tmp_path):
+    config = write_config(tmp_path / "own.yaml",
+                          "references:\n  dns:\n    lenet300: {weight_decay: 1.0e-4, epochs: 3}\n")
+    cells = ("archs=[lenet300]", "seeds=[0]", "device=cuda", "train_max_minutes=90")
+    own = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(config), "--config", *cells)
+    plain = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", *cells)
+    assert own.returncode == 0 and plain.returncode == 0, own.stderr + plain.stderr
+    # a training job like the shared reference's: a GPU, the time limit
+    assert "gpu=1" in re.search(r"resources: .*", own.stdout.split("rule pretrain_own:")[1]).group(0)
+    counts = job_counts(plain.stdout)
+    assert job_counts(own.stdout) == {**counts, "pretrain_own": counts["pretrain_own"] + 1}
+    added = set(bcrepro_commands(own.stdout)) - set(bcrepro_commands(plain.stdout))
+    gone = set(bcrepro_commands(plain.stdout)) - set(bcrepro_commands(own.stdout))
+    reference = [line for line in added if "--out results/runs/lenet300/dns/seed0/reference " in line]
+    dns = [line for line in added if "--method dns " in line]
+    assert len(added) == 2 and len(reference) == 1 and len(dns) == 1
+    assert all(option in reference[0] for option in ("--method dense ", "--rule pretrain_own ", "--max-minutes 90 "))
+    assert all(f'"{key}": {value}' in reference[0] for key, value in (("weight_decay", "0.0001"), ("epochs", "3")))
+    assert "> results/logs/pretrain/lenet300_dns_reference_seed0.log " in reference[0]
+    assert "--init results/runs/lenet300/dns/seed0/reference/model.pt " in dns[0]
+    # only DNS's own job changed: the dense, DC, SWS, ... jobs (and DNS's compression) are those of the default config
+    assert len(gone) == 1 and "--method dns " in next(iter(gone))
+    assert "dns/seed0/reference" not in plain.stdout
+
+
+def test_the_sws_tutorial_config_trains_sws_from_its_own_reference_on_the_tutorials_pixels(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / "mnist.yaml"),
+                       str(REPO / "config" / "sws_tutorial.yaml"), "--config", "seeds=[0]")
+    assert result.returncode == 0, result.stderr
+    training = [line for line in bcrepro_commands(result.stdout) if "python -m bcrepro train " in line]
+    sws = [line for line in training if "--method sws " in line]
+    own = [line for line in training if "/reference " in line]
+    assert len(training) == 6 and len(sws) == 2 and len(own) == 2
+    assert all('"preprocess": "unit"' in line for line in sws + own)
+    assert not any("preprocess" in line for line in training if line not in sws + own)
+    for arch in ("lenet300", "lenet5"):
+        assert any(f"--out results/runs/{arch}/sws/seed0/reference " in line for line in own)
+        assert any(f"--init results/runs/{arch}/sws/seed0/reference/model.pt " in line for line in sws)
+
+
+def test_shared_settings_reach_a_training_job_only_where_they_differ_from_the_shared_defaults(tmp_path):
+    # preprocess and kl_images came after finished runs existed: where a cell keeps the shared defaults they stay out of
+    # the job's command, so Snakemake's params trigger does not find every earlier run out of date. Defaults of a
+    # method's own (Sparse VD's centred pixels and N, DC LeNet-300-100's x / 255 and its reference's) are stated, and
+    # so is a config's return to the shared values for them, which the library would otherwise fill in again
+    config = write_config(tmp_path / "shared.yaml",
+                          "hyperparameters:\n  bc-gnj:\n    lenet300: {preprocess: unit, kl_images: 60000}\n")
     result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(config), "--config",
                        "archs=[lenet300]", "seeds=[0]")
     assert result.returncode == 0, result.stderr
     training = [line for line in result.stdout.splitlines() if "python -m bcrepro train " in line]
-    changed = [line for line in training if "--method sparse-vd" in line]
-    assert len(training) == 7 and len(changed) == 1
-    assert '"preprocess": "centred"' in changed[0] and '"kl_images": 60000' in changed[0]
-    assert not any("preprocess" in line or "kl_images" in line for line in training if line not in changed)
+    gnj = [line for line in training if "--method bc-gnj " in line]
+    vd = [line for line in training if "--method sparse-vd " in line]
+    dc = [line for line in training if "--method dc " in line or "/dc/seed0/reference " in line]
+    assert len(training) == 8 and len(gnj) == 1 and len(vd) == 1 and len(dc) == 2
+    assert '"preprocess": "unit"' in gnj[0] and '"kl_images": 60000' in gnj[0]
+    assert '"preprocess": "centred"' in vd[0] and '"kl_images": "all"' in vd[0]
+    assert all('"preprocess": "unit"' in line for line in dc)
+    assert not any("preprocess" in line or "kl_images" in line for line in training if line not in gnj + vd + dc)
+
+    shared = write_config(tmp_path / "vd_shared.yaml", "hyperparameters:\n  sparse-vd:\n    lenet300: "
+                                                      "{preprocess: symmetric, kl_images: null}\n")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(shared), "--config",
+                       "archs=[lenet300]", "seeds=[0]", "methods=[sparse-vd]")
+    assert result.returncode == 0, result.stderr
+    vd = [line for line in result.stdout.splitlines() if "--method sparse-vd " in line]
+    assert len(vd) == 1 and '"preprocess": "symmetric"' in vd[0] and '"kl_images": null' in vd[0]
 
 
 @pytest.mark.slow
@@ -151,6 +217,25 @@ def test_a_bad_config_fails_before_any_job_and_names_the_key(tmp_path, text, nam
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("entry, key, named", [
+    ("magic-pruning:\n    lenet300: {}", "references.magic-pruning", "unknown method 'magic-pruning'"),
+    ("bc-gnj:\n    lenet300: {}", "references.bc-gnj.lenet300", "does not start from a dense reference"),
+    ("dc:\n    lenet300: {wd: 1.0e-4}", "references.dc.lenet300", "unknown hyper-parameter(s) ['wd']"),
+    ("dc:\n    lenet300: {weight_decay: lots}", "references.dc.lenet300", "'weight_decay' of dense on lenet300"),
+    ("dc:\n    vgg99: {}", "references.dc.vgg99", "vgg99"),
+    ("dns:\n    lenet300: {preprocess: unit}", "references.dns.lenet300",  # DNS itself trains on the shared pixels
+     "preprocess 'unit' differs from the dns cell's 'symmetric', and the reference must see the pixels the method "
+     "trains on"),
+])
+def test_a_bad_own_reference_fails_before_any_job_and_names_its_key(tmp_path, entry, key, named):
+    config = write_config(tmp_path / "bad.yaml", f"references:\n  {entry}\n")
+    result = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0
+    message = [line for line in (result.stdout + result.stderr).splitlines() if f"config key '{key}'" in line]
+    assert len(message) == 1 and named in message[0], result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.slow
 def test_missing_data_offline_fails_at_the_staging_rule_with_the_library_message(tmp_path):
     config = write_config(tmp_path / "offline.yaml", "download: false\narchs: [lenet300]\nseeds: [0]\n"
@@ -178,7 +263,10 @@ def test_whole_dag_writes_the_table_beside_the_paper(finished_workflow):
     table = pd.read_csv(finished_workflow / "results" / "table.csv")
     assert list(zip(table["arch"], table["method"])) == [("lenet300", m) for m in
                                                          ("dense", "dc", "dns", "sws", "sparse-vd", "bc-gnj", "bc-ghs")]
-    assert (table["n_seeds"] == 1).all() and (table["dataset"] == "synthetic").all()
+    assert (table["n_seeds"] == 1).all()
+    # the cells on their authors' pixels say so: Sparse VD's centred, DC LeNet-300-100's x / 255
+    assert dict(zip(table["method"], table["dataset"])) == {
+        **{m: "synthetic" for m in table["method"]}, "sparse-vd": "synthetic (centred)", "dc": "synthetic (unit)"}
     gnj = table.set_index("method").loc["bc-gnj"]
     assert gnj["paper_compression_pruning"] == 9 and gnj["paper_compression_precision"] == 36
     assert gnj["compression_pruning_mean"] >= 1.0 and gnj["error_pct_mean"] < 50
@@ -202,9 +290,11 @@ def test_whole_dag_draws_the_figures(finished_workflow):
 @pytest.mark.slow
 def test_whole_dag_logs_one_finished_mlflow_run_per_cell(finished_workflow):
     runs = tracking.find_runs(tracking.sqlite_uri(finished_workflow / "results" / "mlflow.db"), "bcrepro")
-    assert len(runs) == 7
+    assert len(runs) == 8  # the seven cells and DC's own dense reference (config.yaml's `references`)
     assert set(runs["status"]) == {"FINISHED"}
-    assert sorted(runs["tags.method"]) == ["bc-ghs", "bc-gnj", "dc", "dense", "dns", "sparse-vd", "sws"]
+    assert sorted(runs["tags.method"]) == ["bc-ghs", "bc-gnj", "dc", "dense", "dense", "dns", "sparse-vd", "sws"]
+    own = runs[runs["tags.rule"] == "pretrain_own"]
+    assert len(own) == 1 and own.iloc[0]["tags.method"] == "dense"
     assert set(runs["tags.dataset"]) == {"synthetic"} and set(runs["tags.arch"]) == {"lenet300"}
     gnj = runs[runs["tags.method"] == "bc-gnj"].iloc[0]
     metrics = json.loads((finished_workflow / "results/runs/lenet300/bc-gnj/seed0/metrics.json").read_text())

@@ -15,10 +15,10 @@ COMPRESSION_ONLY_PARAMS = ("thresholds",)
 
 def params_with_defaults(run: dict) -> dict:
     """A ``run.json``'s params, with every key it lacks (a hyper-parameter added since it was written, such as
-    ``preprocess`` or ``kl_images``) at the method's default: a new key defaults to the behaviour the code had before
-    it, so an older run resumes under it."""
+    ``preprocess`` or ``kl_images``) at the value the code had before the key existed (``Method.absent_means``), which
+    is what the run trained under, even where today's default has moved on."""
     method = METHODS.get(run.get("method"))
-    defaults = method.hyperparameters.get(run.get("arch"), {}) if method is not None else {}
+    defaults = method.absent_means(run.get("arch")) if method is not None else {}
     return {**defaults, **(run.get("params") or {})}
 
 

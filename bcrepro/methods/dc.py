@@ -93,8 +93,12 @@ DC = register(Method(
     description="Deep Compression: iterative magnitude pruning, k-means weight sharing, Huffman (Han et al. 2016)",
     layer_factory=_factory,
     hyperparameters={
-        # DC Tables 2-3: kept 8/9/26 %, 6-bit weights (64 clusters) in every layer.
-        "lenet300": dict(_SOLVER, kept_fraction=[0.08, 0.09, 0.26], weight_bits=[6, 6, 6]),
+        # DC Tables 2-3: kept 8/9/26 %, 6-bit weights (64 clusters) in every layer. Pixels x / 255, as Caffe's LeNet
+        # (scale 0.00390625): magnitude pruning keeps the largest weights, and only on a zero background does a
+        # reference trained with weight decay leave the weights of never-lit pixels small; the workflow gives this
+        # cell such a reference of its own (config.yaml `references`; docs/decisions.md, "DC from a weight-decayed
+        # reference"). `bcrepro train --init` refuses a reference trained on other pixels.
+        "lenet300": dict(_SOLVER, kept_fraction=[0.08, 0.09, 0.26], weight_bits=[6, 6, 6], preprocess="unit"),
         # kept 66/12/8/19 %; 256 clusters for the convs, 32 for the FC layers.
         "lenet5": dict(_SOLVER, kept_fraction=[0.66, 0.12, 0.08, 0.19], weight_bits=[8, 8, 5, 5]),
     },

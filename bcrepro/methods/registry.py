@@ -37,6 +37,8 @@ class Method:
     ``scheduled_steps(hp)``: the optimiser steps (0-based) at which the method's schedule must act, by name (DC's
     pruning rounds and quantisation, DNS's end of surgery); ``bcrepro train`` refuses a run too short to reach them.
     ``scale_schedule(hp, scale)``: those iteration counts times ``scale``, for ``scale_budget``.
+    ``before_added``: for a hyper-parameter added after runs were made, the value those runs trained under, which a
+    ``run.json`` without the key stands for even where today's default differs (``absent_means``).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Method:
     after_step: Callable[[nn.Module, dict], Callable[[int], None]] | None = None
     scheduled_steps: Callable[[dict], dict[str, int]] | None = None
     scale_schedule: Callable[[dict, float], dict] | None = None
+    before_added: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "hyperparameters", {arch: {**SHARED_DEFAULTS, **defaults}
@@ -61,6 +64,12 @@ class Method:
             if formless:
                 raise ValueError(f"method {self.name!r} on {arch!r}: hyper-parameter(s) {formless} have a default but "
                                  f"no form; declare each one's type in the method's forms")
+
+    def absent_means(self, arch: str) -> dict:
+        """What each hyper-parameter missing from an older ``run.json`` of ``arch`` stood for: the value the code had
+        before the key existed (``SHARED_DEFAULTS`` for the settings every method shares, ``before_added`` for the
+        method's own), else today's default."""
+        return {**self.hyperparameters.get(arch, {}), **SHARED_DEFAULTS, **self.before_added}
 
     def starts_from(self, arch: str) -> bool:
         """Whether this method's cell on ``arch`` starts from the dense reference (``--init``)."""

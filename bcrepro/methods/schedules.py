@@ -8,7 +8,8 @@ from .hyperparameters import AnyOf, Boolean, Fraction, Integer, Number, OneOf, O
 TRAINING = dict(
     # the pixel scaling of the MNIST-like data sets (bcrepro/data/preprocessing.py); CIFAR-10 takes only the default
     preprocess=OneOf(*PIXEL_SCALINGS),
-    kl_images=OrNull(Integer(minimum=1), "the training split's size"),  # the N of the objective's KL / N
+    # the N of the objective's KL / N: an image count, or "all" (the training split plus the validation hold-out)
+    kl_images=OrNull(AnyOf(Integer(minimum=1), OneOf("all")), "the training split's size"),
     epochs=Integer(minimum=1),
     batch_size=Integer(minimum=1),
     lr=Number(above=0),
@@ -33,9 +34,9 @@ SHARED_DEFAULTS = dict(
     # x/255 is the SWS tutorial's, "centred" x/256 minus the mean training image the Sparse VD authors' (the mean
     # fitted on the run's training split only).
     preprocess=DEFAULT_PREPROCESS,
-    # null: N = the training split's size (MNIST: 55,000 after the 5,000-image hold-out); an integer replaces it in
-    # KL / N only (the cross-entropy stays a mean over the batch): 60000 is the Sparse VD authors', who trained on
-    # all of MNIST's training images.
+    # null: N = the training split's size (MNIST: 55,000 after the 5,000-image hold-out); "all" adds the hold-out
+    # (MNIST: 60,000, the Sparse VD authors', who held nothing out; on a subset it scales with it); an integer
+    # replaces it. Only in KL / N: the cross-entropy stays a mean over the batch.
     kl_images=None,
 )
 

@@ -8,7 +8,8 @@ Per cell ``{out}/runs/{arch}/{method}/seed{n}/`` keeps ``RECORD_FILES``: the set
 line), metrics and speed-ups, and ``compressed.bin``, from which ``bcrepro.deploy.artefact.load_network`` rebuilds the
 network (not for the dense references, whose file is their 32-bit weights, which say nothing a reader needs); seed 0
 also keeps ``posterior.npz`` for the per-run figures, with the weights of pruned rows and columns set to zero (the
-weight maps zero them anyway), so that it compresses (docs/decisions.md, "The committed record"). ``{out}`` gets the
+weight maps zero them anyway), so that it compresses (docs/decisions.md, "The committed record"). A cell that started
+from a dense reference of its own keeps that reference's ``REFERENCE_FILES`` in ``reference/``. ``{out}`` gets the
 tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them from the same runs.
 Model files never enter the record. Regenerating a record from the same cells rewrites every file with the same bytes.
 """
@@ -23,20 +24,21 @@ import numpy as np
 from ..atomic import write_text
 from ..compress.pipeline import write_npz
 from ..errors import UsageError
-from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, RUN_FILE, SPEED_FILE,
+from ..runs import (ARTEFACT_FILE, HISTORY_FILE, METRICS_FILE, POSTERIOR_FILE, REFERENCE_DIR, RUN_FILE, SPEED_FILE,
                     compressed_cells)
 from . import figures, table
 from .per_run_figures import masked_weight_map
 
 RECORD_FILES = (RUN_FILE, HISTORY_FILE, METRICS_FILE, SPEED_FILE, ARTEFACT_FILE)
 FIRST_SEED_FILES = (POSTERIOR_FILE,)
+REFERENCE_FILES = (RUN_FILE, HISTORY_FILE)  # of a cell's own dense reference: its settings and training curves
 RUNS_DIR = "runs"
 FIGURES_DIR = "figures"
 
 
 def copy_cells(runs: Path, out: Path) -> list[Path]:
-    """Copy ``RECORD_FILES`` of every compressed cell under ``runs`` into ``out/runs/`` (a cell's older copies are
-    replaced); return the files written."""
+    """Copy ``RECORD_FILES`` of every compressed cell under ``runs`` into ``out/runs/``, and ``REFERENCE_FILES`` of
+    its own dense reference where it has one (a cell's older copies are replaced); return the files written."""
     runs, written = Path(runs), []
     if runs.resolve() == (Path(out) / RUNS_DIR).resolve():
         raise UsageError(f"{runs} is the record's own cells: copying them onto themselves would delete them; "
@@ -52,11 +54,16 @@ def copy_cells(runs: Path, out: Path) -> list[Path]:
         names = RECORD_FILES + (FIRST_SEED_FILES if cell.name == "seed0" else ())
         if cell.parent.name == "dense":
             names = tuple(name for name in names if name != ARTEFACT_FILE)
-        for name in names:
-            if (cell / name).exists():
-                copy = {POSTERIOR_FILE: copy_posterior, HISTORY_FILE: copy_history}.get(name, shutil.copy2)
-                copy(cell / name, target / name)
-                written.append(target / name)
+        files = [(cell / name, target / name) for name in names]
+        reference = cell / REFERENCE_DIR
+        if (reference / RUN_FILE).exists():
+            (target / REFERENCE_DIR).mkdir()
+            files += [(reference / name, target / REFERENCE_DIR / name) for name in REFERENCE_FILES]
+        for source, copied in files:
+            if source.exists():
+                copy = {POSTERIOR_FILE: copy_posterior, HISTORY_FILE: copy_history}.get(source.name, shutil.copy2)
+                copy(source, copied)
+                written.append(copied)
     return written
 
 

@@ -96,7 +96,53 @@ def check_cells():
             raise WorkflowError(f"config keys archs, methods and arch_methods: {err}") from None
 
 
+def own_reference(arch, method):
+    """The ``references`` entry of the cell (arch, method): the dense settings of a reference of its own, which it
+    starts from instead of the shared ``{arch}/dense/seed{seed}``; None where it starts from the shared one, or from
+    none."""
+    return config["references"].get(method, {}).get(arch)
+
+
+def reference_params(arch, method):
+    """Hyper-parameters of the own reference of (arch, method): the dense cell's (``cell_params(arch, "dense")``)
+    updated by its ``references`` entry."""
+    own = own_reference(arch, method)
+    if own is None:
+        raise WorkflowError(f"{arch}/{method} has no reference of its own (config key 'references.{method}.{arch}'); "
+                            f"it starts from {RUNS}/{arch}/dense/seed<n>/")
+    dense = config["hyperparameters"].get("dense", {}).get(arch, {})
+    return get_method("dense").params_for(arch, {**dense, **own})
+
+
+def check_references():
+    """Fail before any job when a ``references`` entry names an unknown method, a method that does not start from a
+    dense reference on that architecture, a dense hyper-parameter the registry refuses, or other pixels
+    (``preprocess``) than its method's cell trains on, naming the config key. Every entry is checked, as in
+    ``check_cells``, also for cells not run this time."""
+    for method, per_arch in config["references"].items():
+        try:
+            registered = get_method(method)
+        except ValueError as err:
+            raise WorkflowError(f"config key 'references.{method}': {err}") from None
+        for arch in per_arch:
+            key = f"references.{method}.{arch}"
+            if not registered.starts_from(arch):
+                raise WorkflowError(f"config key '{key}': method {method!r} does not start from a dense reference on "
+                                    f"{arch!r}, so it has none to replace; remove the entry")
+            try:
+                reference = reference_params(arch, method)
+                own = cell_params(arch, method)
+            except ValueError as err:
+                raise WorkflowError(f"config key '{key}': {err}") from None
+            if reference["preprocess"] != own["preprocess"]:
+                raise WorkflowError(
+                    f"config key '{key}': the reference's preprocess {reference['preprocess']!r} differs from the "
+                    f"{method} cell's {own['preprocess']!r}, and the reference must see the pixels the method trains "
+                    f"on: set the same preprocess in '{key}' and 'hyperparameters.{method}.{arch}'")
+
+
 check_cells()
+check_references()
 
 wildcard_constraints:
     arch="|".join(config["archs"]),
@@ -131,10 +177,19 @@ def uses_gpu(device):
     return 0
 
 
+def runtime_minutes(arch, epochs):
+    """Minutes a training job of ``epochs`` may take (a cluster's time limit): twice the rough CPU estimate, at least
+    15."""
+    epochs = epochs * config["epoch_scale"]
+    return int(max(15, 2 * epochs * MINUTES_PER_EPOCH[arch]))
+
+
 def train_runtime(wildcards):
-    """Minutes a training job may take (a cluster's time limit): twice the rough CPU estimate, at least 15."""
-    epochs = cell_params(wildcards.arch, wildcards.get("method", "dense"))["epochs"] * config["epoch_scale"]
-    return int(max(15, 2 * epochs * MINUTES_PER_EPOCH[wildcards.arch]))
+    return runtime_minutes(wildcards.arch, cell_params(wildcards.arch, wildcards.get("method", "dense"))["epochs"])
+
+
+def reference_runtime(wildcards):
+    return runtime_minutes(wildcards.arch, reference_params(wildcards.arch, wildcards.method)["epochs"])
 
 
 def run_files(name, methods=None):
@@ -181,20 +236,52 @@ def run_folder(wildcards, output):
     return str(Path(output[0]).parent)
 
 
-def train_params(wildcards):
-    """The cell's hyper-parameters for its job's --params-json. The settings every method shares are left out where
-    they are at their defaults (``SHARED_DEFAULTS``: ``preprocess``, ``kl_images``), which the library fills in
-    again: a setting added since a run was made then leaves the job's command, and Snakemake's params trigger, as
-    they were, instead of declaring every finished run out of date."""
-    params = cell_params(wildcards.arch, wildcards.get("method", "dense"))
-    stated = {k: v for k, v in params.items() if not (k in SHARED_DEFAULTS and v == SHARED_DEFAULTS[k])}
+def params_json(arch, method, params):
+    """``params`` of a (arch, method) job for its --params-json. The settings every method shares are left out where
+    they are at their shared defaults (``SHARED_DEFAULTS``: ``preprocess``, ``kl_images``) and the method's default is
+    the same, so the library fills them in again: a setting added since a run was made then leaves the job's command,
+    and Snakemake's params trigger, as they were, instead of declaring every finished run out of date. A method whose
+    own default differs (Sparse VD's centred pixels) has it stated either way."""
+    defaults = get_method(method).hyperparameters[arch]
+    stated = {k: v for k, v in params.items()
+              if not (k in SHARED_DEFAULTS and v == SHARED_DEFAULTS[k] == defaults.get(k))}
     return json.dumps(stated, sort_keys=True)
 
 
+def train_params(wildcards):
+    """The cell's hyper-parameters (``cell_params``) for its job's --params-json."""
+    method = wildcards.get("method", "dense")
+    return params_json(wildcards.arch, method, cell_params(wildcards.arch, method))
+
+
+def reference_params_json(wildcards):
+    """The own reference's hyper-parameters (``reference_params``) for its job's --params-json, as a dense cell's."""
+    return params_json(wildcards.arch, "dense", reference_params(wildcards.arch, wildcards.method))
+
+
+def data_inputs(wildcards):
+    """What every training job reads first: the data set's staging stamp, and the MLflow store in direct mode."""
+    return {"data": f"results/data/{dataset(wildcards.arch)}.json", "store": store_input(wildcards)}
+
+
+def reference_model(arch, method, seed):
+    """The dense reference the cell (arch, method, seed) starts from: its own where ``references`` gives it one
+    (``pretrain_own``), else the shared one (``pretrain``)."""
+    if own_reference(arch, method) is not None:
+        return f"{RUNS}/{arch}/{method}/seed{seed}/reference/model.pt"
+    return f"{RUNS}/{arch}/dense/seed{seed}/model.pt"
+
+
+def reference_methods():
+    """The methods with an own reference on some architecture (``references``), in the table or only in a study."""
+    return sorted(config["references"])
+
+
 def train_inputs(wildcards):
-    inputs = {"data": f"results/data/{dataset(wildcards.arch)}.json", "store": store_input(wildcards)}
-    if get_method(wildcards.get("method", "dense")).starts_from(wildcards.arch):
-        inputs["init"] = f"{RUNS}/{wildcards.arch}/dense/seed{wildcards.seed}/model.pt"
+    inputs = data_inputs(wildcards)
+    method = wildcards.get("method", "dense")
+    if get_method(method).starts_from(wildcards.arch):
+        inputs["init"] = reference_model(wildcards.arch, method, wildcards.seed)
     return inputs
 
 

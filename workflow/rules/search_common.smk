@@ -77,11 +77,10 @@ def search_inputs(wildcards):
     starts from it, else where they are measured against it."""
     study = search_config(wildcards.search)
     inputs = {"data": f"results/data/{dataset(study['arch'])}.json", "store": store_input(wildcards)}
-    dense = f"{RUNS}/{study['arch']}/dense/seed{study['seed']}/model.pt"
-    if get_method(study["method"]).starts_from(study["arch"]):
-        inputs["init"] = dense
+    if get_method(study["method"]).starts_from(study["arch"]):  # the method's own reference where it has one
+        inputs["init"] = reference_model(study["arch"], study["method"], study["seed"])
     elif search_needs_reference(study):
-        inputs["reference"] = dense
+        inputs["reference"] = f"{RUNS}/{study['arch']}/dense/seed{study['seed']}/model.pt"
     return inputs
 
 
