@@ -162,22 +162,30 @@ def test_sparse_vd_defaults_to_its_authors_pixels_n_and_sampled_variance():
 
 
 # ---- the KL divisor --------------------------------------------------------------------------------------------------
-def test_one_step_loss_is_cross_entropy_plus_kl_over_kl_images(tmp_path):
-    """One step over the whole set (batch = N = 256, beta = 1): the recorded loss is the cross-entropy of the same
-    forward (same seed, same shuffle) plus the KL over 60,000, not over the 256 training images."""
-    splits = data.load_dataset("synthetic", validation_size=0, synthetic_train=256, synthetic_test=64)
+def one_full_batch_step(tmp_path, n_train: int, n_validation: int, kl_images):
+    """One training step over the whole training split (batch = its size, beta = 1) of Sparse VD's LeNet-300-100 on
+    synthetic data: the step's record, and the cross-entropy and KL of the same forward (same seed, same shuffle)
+    recomputed on a copy of the initial network."""
+    splits = data.load_dataset("synthetic", validation_size=n_validation, synthetic_train=n_train + n_validation,
+                               synthetic_test=16)
+    assert splits.sizes["train"] == n_train and splits.sizes["val"] == n_validation
     method = get_method("sparse-vd")
     torch.manual_seed(0)
     net = models.build("lenet300", method.layer_factory("lenet300", method.params_for("lenet300")))
     twin = copy.deepcopy(net)
-    config = TrainConfig(epochs=1, batch_size=256, lr=1e-3, kl_warmup_epochs=0, kl_images=60_000, seed=0)
+    config = TrainConfig(epochs=1, batch_size=n_train, lr=1e-3, kl_warmup_epochs=0, kl_images=kl_images, seed=0)
     record = train(net, splits, config, tmp_path / "run", torch.device("cpu"))[0]
-
     torch.manual_seed(0)  # train() seeds the forward's noise and the shuffle with the run's seed
-    order = torch.randperm(256, generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         cross_entropy = F.cross_entropy(twin(splits.train_x[order]), splits.train_y[order]).item()
         kl = twin.kl_divergence().item()
+    return record, cross_entropy, kl
+
+
+def test_one_step_loss_is_cross_entropy_plus_kl_over_kl_images(tmp_path):
+    """The recorded loss is the cross-entropy plus the KL over 60,000, not over the 256 training images."""
+    record, cross_entropy, kl = one_full_batch_step(tmp_path, 256, 0, 60_000)
     assert record["kl_weight"] == 1.0 and record["kl"] == pytest.approx(kl, rel=1e-6)
     assert record["cross_entropy"] == pytest.approx(cross_entropy, rel=1e-5)
     assert record["loss"] == pytest.approx(cross_entropy + kl / 60_000, rel=1e-5)
@@ -186,22 +194,9 @@ def test_one_step_loss_is_cross_entropy_plus_kl_over_kl_images(tmp_path):
 
 @pytest.mark.parametrize("n_validation", [0, 64])
 def test_kl_images_all_divides_by_the_training_split_plus_the_hold_out(tmp_path, n_validation):
-    """One step over the whole split (batch = 192, beta = 1): "all" divides the KL by 192 plus the images held out,
-    whatever the data's size, so a subset of MNIST gets its own N and full MNIST the authors' 60,000."""
-    splits = data.load_dataset("synthetic", validation_size=n_validation, synthetic_train=192 + n_validation,
-                               synthetic_test=16)
-    assert splits.sizes["train"] == 192 and splits.sizes["val"] == n_validation
-    method = get_method("sparse-vd")
-    torch.manual_seed(0)
-    net = models.build("lenet300", method.layer_factory("lenet300", method.params_for("lenet300")))
-    twin = copy.deepcopy(net)
-    config = TrainConfig(epochs=1, batch_size=192, lr=1e-3, kl_warmup_epochs=0, kl_images="all", seed=0)
-    record = train(net, splits, config, tmp_path / "run", torch.device("cpu"))[0]
-    torch.manual_seed(0)
-    order = torch.randperm(192, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        cross_entropy = F.cross_entropy(twin(splits.train_x[order]), splits.train_y[order]).item()
-        kl = twin.kl_divergence().item()
+    """"all" divides the KL by the 192 training images plus the images held out, whatever the data's size, so a
+    subset of MNIST gets its own N and full MNIST the authors' 60,000."""
+    record, cross_entropy, kl = one_full_batch_step(tmp_path, 192, n_validation, "all")
     assert record["loss"] == pytest.approx(cross_entropy + kl / (192 + n_validation), rel=1e-5)
 
 

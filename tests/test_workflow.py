@@ -92,11 +92,16 @@ def bcrepro_commands(output: str) -> list[str]:
     return [line for line in output.splitlines() if "python -m bcrepro " in line]
 
 
-def test_the_dc_reference_config_trains_dc_from_a_weight_decayed_reference_on_the_same_pixels(tmp_path):
-    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / "mnist.yaml"),
-                       str(REPO / "config" / "dc_reference.yaml"), "--config", "seeds=[0]")
+def overlay_training_commands(workdir: Path, overlay: str) -> list[str]:
+    """The training commands of a dry run of the MNIST config with ``config/<overlay>`` merged on top, seed 0."""
+    result = snakemake(workdir, "-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / "mnist.yaml"),
+                       str(REPO / "config" / overlay), "--config", "seeds=[0]")
     assert result.returncode == 0, result.stderr
-    training = [line for line in bcrepro_commands(result.stdout) if "python -m bcrepro train " in line]
+    return [line for line in bcrepro_commands(result.stdout) if "python -m bcrepro train " in line]
+
+
+def test_the_dc_reference_config_trains_dc_from_a_weight_decayed_reference_on_the_same_pixels(tmp_path):
+    training = overlay_training_commands(tmp_path, "dc_reference.yaml")
     own = [line for line in training if "/reference " in line]
     dense = [line for line in training if "--method dense" in line and line not in own]
     dc = [line for line in training if "--method dc" in line]
@@ -137,10 +142,7 @@ def test_a_cell_with_its_own_reference_starts_from_it_and_every_other_job_stays_
 
 
 def test_the_sws_tutorial_config_trains_sws_from_its_own_reference_on_the_tutorials_pixels(tmp_path):
-    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / "mnist.yaml"),
-                       str(REPO / "config" / "sws_tutorial.yaml"), "--config", "seeds=[0]")
-    assert result.returncode == 0, result.stderr
-    training = [line for line in bcrepro_commands(result.stdout) if "python -m bcrepro train " in line]
+    training = overlay_training_commands(tmp_path, "sws_tutorial.yaml")
     sws = [line for line in training if "--method sws " in line]
     own = [line for line in training if "/reference " in line]
     assert len(training) == 6 and len(sws) == 2 and len(own) == 2

@@ -14,8 +14,13 @@ from .registry import Method, register
 from .schedules import TRAINING
 
 
+# What a run.json written before a key existed trained under (Method.before_added; the factory reads it too).
+_BEFORE_ADDED = {"sampled_variance": "sigma2"}
+
+
 def _factory(arch: str, hp: dict) -> LayerFactory:
-    options = {"train_clip": hp["train_clip"], "sampled_variance": hp.get("sampled_variance", "sigma2")}  # older runs
+    options = {"train_clip": hp["train_clip"], "sampled_variance": hp.get("sampled_variance",
+                                                                          _BEFORE_ADDED["sampled_variance"])}
     return LayerFactory(
         linear=lambda n_in, n_out, index: LinearSVDO(n_in, n_out, **options),
         conv=lambda c_in, c_out, k, padding, index: Conv2dSVDO(c_in, c_out, k, padding=padding, **options))
@@ -45,5 +50,5 @@ SPARSE_VD = register(Method(
         "lenet5": dict(_SCHEDULE, lr_schedule="linear"),                   # lenet5-ard.py: lr_linear_to0(e, 1e-3)
     },
     forms=dict(TRAINING, train_clip=Boolean(), sampled_variance=OneOf(*SAMPLED_VARIANCES)),
-    before_added={"sampled_variance": "sigma2"},
+    before_added=_BEFORE_ADDED,
 ))
