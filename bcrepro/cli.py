@@ -2,6 +2,7 @@
 
     bcrepro train --arch lenet300 --method bc-gnj --dataset mnist --data-root data --seed 0 --out runs/gnj
     bcrepro compress --run runs/gnj
+    bcrepro extend --run runs/gnj --epochs 300 --out runs/gnj-300
     bcrepro speedup --run runs/gnj
     bcrepro methods
 
@@ -26,7 +27,7 @@ import yaml
 
 from . import data, models, tracking
 from .atomic import write_json
-from .cells import Tracking, compress_cell, open_cell_run, speedup_cell, train_cell
+from .cells import Tracking, compress_cell, extend_cell, open_cell_run, speedup_cell, train_cell
 from .cells.options import DEFAULT_EXPERIMENT
 from .cells.timing import DEFAULT_BATCH_SIZES
 from .deploy import speed
@@ -94,6 +95,13 @@ def cmd_train(args) -> None:
                epochs=args.epochs, epoch_scale=args.epoch_scale, max_minutes=args.max_minutes,
                snapshot_epochs=args.snapshot_epochs or (), device=args.device, gpu_slots=args.gpu_slots,
                jobs_per_gpu=args.jobs_per_gpu, tracking=tracking_options(args))
+
+
+def cmd_extend(args) -> None:
+    extend_cell(args.run, args.out, epochs=args.epochs, data_root=args.data_root,
+                download=False if args.no_download else None, max_minutes=args.max_minutes,
+                snapshot_epochs=args.snapshot_epochs or (), device=args.device, gpu_slots=args.gpu_slots,
+                jobs_per_gpu=args.jobs_per_gpu, tracking=tracking_options(args))
 
 
 def cmd_compress(args) -> None:
@@ -261,6 +269,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoints, model, history)")
     add_tracking_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("extend", help="train a finished run on to more epochs, into a new run directory (the "
+                                        "longer run, when its learning rate does not depend on the run's length)")
+    p.add_argument("--run", required=True, help="a finished run directory (its checkpoint.pt is where it goes on)")
+    p.add_argument("--epochs", type=int, required=True, help="the longer run's epochs")
+    p.add_argument("--out", required=True, help="the longer run's directory; rerunning resumes it")
+    p.add_argument("--data-root", help="where data sets live (default: the run's)")
+    p.add_argument("--no-download", action="store_true", help="never try to download missing data")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after the epoch that ends past this wall time, exit 3; rerunning resumes")
+    p.add_argument("--snapshot-epochs", type=int, nargs="+", metavar="N",
+                   help="also keep the network after these epochs in OUT/epoch<N>/")
+    add_device_args(p)
+    add_tracking_args(p)
+    p.set_defaults(func=cmd_extend)
 
     p = verbs.add_parser("compress", help="prune, reduce precision and account a trained run")
     p.add_argument("--run", required=True, help="a run directory written by `bcrepro train`")

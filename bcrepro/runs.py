@@ -35,6 +35,8 @@ SPEED_FILE = "speed.json"
 # A cell that starts from a dense reference of its own (the workflow's `references`) has it trained in this sub-folder
 # of its run folder, a run directory of method dense like the shared reference's.
 REFERENCE_DIR = "reference"
+# run.json's record of the finished run an extension continues (``bcrepro extend``): its folder and its epochs.
+EXTENDED_FROM = "extended_from"
 
 # The validation hold-out (and synthetic data) do not depend on the training seed: every run sees the same split.
 DATA_SEED = 0

@@ -15,8 +15,8 @@ from ..atomic import write_json
 from ..compress.thresholds import monitor_groups_kept
 from ..errors import UsageError
 from ..methods import get_method
-from ..runs import (CHECKPOINT, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, build_net, init_from_dense,
-                    load_dataset_for_run)
+from ..runs import (CHECKPOINT, EXTENDED_FROM, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, build_net,
+                    init_from_dense, load_dataset_for_run)
 from ..train import TrainConfig, train
 from .device import job_device
 from .identity import check_init_matches, check_same_training, params_with_defaults
@@ -104,13 +104,14 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
                download: bool = True, params: dict | None = None, init: str | Path | None = None,
                epochs: int | None = None, epoch_scale: float = 1.0, max_minutes: float | None = None,
                snapshot_epochs: Collection[int] = (), device: str = "auto", gpu_slots: str | None = None,
-               jobs_per_gpu: int = 1, tracking: Tracking = Tracking()) -> dict:
+               jobs_per_gpu: int = 1, tracking: Tracking = Tracking(), extended_from: dict | None = None) -> dict:
     """Train ``method`` on ``arch`` into ``out`` (``run.json``, checkpoints, then ``model.pt`` and
     ``history.json``); ``params`` override the method's defaults. Returns the run's ``run.json``.
 
     A checkpoint in ``out`` is resumed if its training settings are the same (else ``UsageError``); a finished run is
     left alone. ``max_minutes`` stops cleanly after an epoch with ``TimeLimitReached`` (rerun to resume);
-    ``snapshot_epochs`` keeps the network after those epochs in ``out/epoch<N>/``.
+    ``snapshot_epochs`` keeps the network after those epochs in ``out/epoch<N>/``. ``extended_from`` (set by
+    ``extend_cell``) names the finished run whose checkpoint ``out`` continues, in ``run.json``.
     """
     if not epoch_scale > 0:
         raise UsageError(f"--epoch-scale must be > 0, got {epoch_scale}")
@@ -122,6 +123,8 @@ def train_cell(out, *, arch: str, method: str, dataset: str, seed: int = 0, data
     out, init = Path(out), None if init is None else str(init)
     run = {"arch": arch, "method": method, "dataset": dataset, "seed": seed, "data_root": data_root,
            "download": download, "device": str(torch_device), "init": init, "params": resolved}
+    if extended_from is not None:
+        run[EXTENDED_FROM] = extended_from
     if (out / RUN_FILE).exists():
         previous = json.loads((out / RUN_FILE).read_text())
         check_same_training(previous, run, out)
