@@ -147,3 +147,22 @@ def test_the_record_keeps_the_settings_and_curves_of_a_cells_own_reference_and_n
     assert json.loads((copied / "run.json").read_text()) == json.loads((cell / REFERENCE_DIR / "run.json").read_text())
     cells = table.load_runs(out / record.RUNS_DIR)
     assert list(zip(cells["arch"], cells["method"], cells["seed"])) == [("lenet300", "dc", 0)]
+
+
+def test_regenerating_removes_the_figures_of_a_cell_taken_out_and_keeps_the_rest(tmp_path):
+    for seed in (0, 1):
+        shutil.copytree(RECORD / record.RUNS_DIR / "lenet300" / "dense" / f"seed{seed}",
+                        tmp_path / record.RUNS_DIR / "lenet300" / "dense" / f"seed{seed}")
+    (tmp_path / "README.md").write_text("the record's own words")
+    record.regenerate(tmp_path)
+    figures_of_seed1 = tmp_path / record.FIGURES_DIR / "runs" / "lenet300" / "dense" / "seed1"
+    assert list(figures_of_seed1.iterdir()), "the per-run figures of seed 1 were not written"
+    before = {path for path in (tmp_path / record.FIGURES_DIR).rglob("*") if path.is_file()}
+
+    shutil.rmtree(tmp_path / record.RUNS_DIR / "lenet300" / "dense" / "seed1")
+    written = record.regenerate(tmp_path)
+    after = {path for path in (tmp_path / record.FIGURES_DIR).rglob("*") if path.is_file()}
+    assert not figures_of_seed1.exists()
+    assert after == {path for path in written if record.FIGURES_DIR in path.relative_to(tmp_path).parts}
+    assert after < before and not any("seed1" in path.parts for path in after)
+    assert (tmp_path / "README.md").read_text() == "the record's own words"

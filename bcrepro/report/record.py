@@ -11,7 +11,8 @@ also keeps ``posterior.npz`` for the per-run figures, with the weights of pruned
 weight maps zero them anyway), so that it compresses (docs/decisions.md, "The committed record"). A cell that started
 from a dense reference of its own keeps that reference's ``REFERENCE_FILES`` in ``reference/``. ``{out}`` gets the
 tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them from the same runs.
-Model files never enter the record. Regenerating a record from the same cells rewrites every file with the same bytes.
+Model files never enter the record. Regenerating a record from the same cells rewrites every file with the same bytes,
+and removes the figures of cells no longer in it.
 """
 from __future__ import annotations
 
@@ -96,4 +97,19 @@ def regenerate(out: Path) -> list[Path]:
         raise UsageError(f"no {METRICS_FILE} found under {out / RUNS_DIR}: copy cells first with --runs")
     written = table.write_tables(runs, out)
     written += figures.all_figures(runs, out / RUNS_DIR, out / FIGURES_DIR)
+    remove_stale_figures(out / FIGURES_DIR, written)
     return written
+
+
+def remove_stale_figures(folder: Path, written: list[Path]) -> list[Path]:
+    """Delete the files under ``folder`` that this regeneration did not write (the figures of a cell since taken out
+    of the record, a seed dropped or moved to an ablation), and the folders left empty; return the files removed. The
+    record's figures are then what its cells give, as its tables are."""
+    kept = {Path(path).resolve() for path in written}
+    stale = sorted(path for path in Path(folder).rglob("*") if path.is_file() and path.resolve() not in kept)
+    for path in stale:
+        path.unlink()
+    for directory in sorted((path for path in Path(folder).rglob("*") if path.is_dir()), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+    return stale
