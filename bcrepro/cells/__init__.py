@@ -1,5 +1,6 @@
 """One cell (arch, method, seed) of the comparison, run the one way: ``train_cell``, ``compress_cell``,
-``speedup_cell``, and ``extend_cell`` (a finished run carried on to more epochs). The CLI, the workflow (through the CLI), the scripts, the GPU check and the tests call these.
+``speedup_cell``, and ``extend_cell`` (a finished run carried on to more epochs). The CLI, the workflow (through the
+CLI), the scripts, the GPU check and the tests call these.
 
     from bcrepro.cells import compress_cell, train_cell
     train_cell("runs/gnj", arch="lenet300", method="bc-gnj", dataset="mnist", seed=0)
@@ -17,5 +18,4 @@ from .timing import speedup_cell
 from .training import check_schedule, epoch_metrics, train_cell
 
 __all__ = ["COMPRESSION_ONLY_PARAMS", "Tracking", "check_schedule", "compress_cell", "epoch_metrics", "extend_cell",
-           "job_device",
-           "open_cell_run", "resolve_device", "speedup_cell", "train_cell", "training_identity"]
+           "job_device", "open_cell_run", "resolve_device", "speedup_cell", "train_cell", "training_identity"]

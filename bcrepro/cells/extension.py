@@ -89,16 +89,16 @@ def _prepare(source: Path, out: Path, run: dict, origin: dict, epochs: int) -> N
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty and holds no extension ({RUN_FILE} missing): use another --out")
     state = read_checkpoint(source / CHECKPOINT)
-    if state["epoch"] + 1 != run["params"]["epochs"]:
+    if state["epoch"] + 1 != origin["epochs"]:
         raise UsageError(f"{source / CHECKPOINT} is after epoch {state['epoch'] + 1}, not the run's last "
-                         f"({run['params']['epochs']})")
+                         f"({origin['epochs']})")
     state["config"] = dict(state["config"], epochs=epochs)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / CHECKPOINT, lambda handle: torch.save(state, handle))
     write_json({key: value for key, value in run.items()
                 if key not in ("train_seconds", "wall_seconds", "mlflow_run_id", "provenance")}
                | {"params": dict(run["params"], epochs=epochs), EXTENDED_FROM: origin}, out / RUN_FILE)
-    log.info("extending %s (%d epochs) to %d epochs in %s", source, run["params"]["epochs"], epochs, out)
+    log.info("extending %s (%d epochs) to %d epochs in %s", source, origin["epochs"], epochs, out)
 
 
 def _check_same_extension(out: Path, origin: dict) -> None:
