@@ -288,8 +288,11 @@ def test_a_bad_search_block_stops_the_workflow_naming_the_study(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_the_sws_study_config_is_a_valid_plan(tmp_path):
-    result = snakemake(tmp_path, "searches", "-n", "--cores", "2", "--configfile",
-                       str(REPO / "config" / "search_sws.yaml"))
+@pytest.mark.parametrize("study_config, dense_rule", [("search_sws.yaml", "pretrain"),
+                                                        ("search_sws_lenet300.yaml", "pretrain_own")])
+def test_the_sws_study_configs_are_valid_plans(tmp_path, study_config, dense_rule):
+    """Each study trains its dense start (the LeNet-300-100 one its own, on the tutorial's pixels) and two workers."""
+    result = snakemake(tmp_path, "searches", "-n", "--cores", "2", "--configfile", str(REPO / "config" / study_config))
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["search_worker"] == 2
+    jobs = job_counts(result.stdout)
+    assert jobs["search_worker"] == 2 and jobs[dense_rule] == 1
