@@ -20,6 +20,7 @@ import torch
 from bcrepro.cells import train_cell
 from bcrepro.deploy.artefact import load_network
 from bcrepro.errors import UsageError
+from bcrepro.report.study_figure import OFF_SCALE, placed_trials
 from bcrepro.runs import final_error_pct, load_dataset_for_run
 from bcrepro.search import Budget, best_row, parse_space
 from bcrepro.search.objective import constraint
@@ -143,6 +144,20 @@ def test_the_best_trial_is_the_feasible_one_with_the_fewest_kept_weights():
     assert best_row([r for r in rows if r["number"] in (0, 4, 5)]) is None
 
 
+def test_the_study_figure_draws_finished_trials_and_pins_a_collapse_to_the_top_edge():
+    rows = [dict(row(0, kept=900, error=2.3, feasible=True), limit_pct=2.4),
+            dict(row(1, kept=50_000, error=44.9, feasible=False), limit_pct=2.4),  # a collapsed network
+            dict(row(2, kept=700, error=2.6, feasible=False), limit_pct=2.4),
+            dict(row(3, state="FAIL"), limit_pct=None),
+            dict(row(4, state="RUNNING"), limit_pct=2.4)]
+    points, top = placed_trials(rows)
+    assert top == pytest.approx(OFF_SCALE * 2.4)
+    assert [p["number"] for p in points] == [0, 1, 2]  # only trials with a measurement
+    collapsed = points[1]
+    assert collapsed["off_scale"] and collapsed["y"] == top and collapsed["error"] == 44.9
+    assert [p["y"] for p in (points[0], points[2])] == [2.3, 2.6] and not points[2]["off_scale"]
+
+
 def test_a_budget_needs_a_bound_and_a_reference_for_an_increase():
     with pytest.raises(UsageError, match="needs a validation-error budget"):
         Budget()
@@ -183,6 +198,7 @@ def test_a_study_scores_its_trials_and_a_rerun_runs_only_the_missing_ones(tmp_pa
     assert best["best"]["number"] == int(expected["number"])
     assert set(best["best"]["params"]) == {"tau", "pi_zero"} and best["definition"]["method"] == "sws"
     assert (tmp_path / "study.md").read_text().count("| COMPLETE |") == 2
+    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     run_bcrepro(*search_args(tmp_path, dense, 2, "--stamp", stamp, "--mlflow-mode", "deferred"))
     assert json.loads(stamp.read_text())["trials_run"] == []  # the study is complete: nothing to do
@@ -289,7 +305,8 @@ def test_a_bad_search_block_stops_the_workflow_naming_the_study(tmp_path):
 
 
 @pytest.mark.parametrize("study_config, dense_rule", [("search_sws.yaml", "pretrain"),
-                                                        ("search_sws_lenet300.yaml", "pretrain_own")])
+                                                        ("search_sws_lenet300.yaml", "pretrain_own"),
+                                                        ("search_sws_lenet300_narrow.yaml", "pretrain_own")])
 def test_the_sws_study_configs_are_valid_plans(tmp_path, study_config, dense_rule):
     """Each study trains its dense start (the LeNet-300-100 one its own, on the tutorial's pixels) and two workers."""
     result = snakemake(tmp_path, "searches", "-n", "--cores", "2", "--configfile", str(REPO / "config" / study_config))

@@ -1,4 +1,5 @@
-"""A study's table and its best configuration: ``study.csv`` and ``study.md`` (one row per trial) and ``best.json``.
+"""A study's table, its figure and its best configuration: ``study.csv`` and ``study.md`` (one row per trial),
+``study.png`` (``bcrepro.report.study_figure``: kept weights against validation error) and ``best.json``.
 
     write_report("sws_lenet5", "sqlite:///results/search/sws_lenet5/study.db", "results/search/sws_lenet5")
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..atomic import write_json, write_text
 from .study import DEFINITION, ERROR, PARAMS, RESULT, RETRY_OF, RUN_DIR, load_study, storage_url, trial_state
 
-STUDY_CSV, STUDY_MD, BEST_JSON = "study.csv", "study.md", "best.json"
+STUDY_CSV, STUDY_MD, STUDY_PNG, BEST_JSON = "study.csv", "study.md", "study.png", "best.json"
 MEASURED = ("validation_error_pct", "limit_pct", "kept_weights", "total_weights", "feasible")
 
 
@@ -102,7 +103,10 @@ def budget_text(budget: dict) -> str:
 
 
 def write_report(name: str, url: str, out) -> list[Path]:
-    """Write ``study.csv``, ``study.md`` and ``best.json`` of the study ``name`` at ``url`` into ``out``."""
+    """Write ``study.csv``, ``study.md``, ``study.png`` and ``best.json`` of the study ``name`` at ``url`` into
+    ``out``."""
+    from ..report.study_figure import plot_study  # matplotlib only where the figure is drawn
+
     study = load_study(name, url)
     definition = study.user_attrs.get(DEFINITION, {})
     rows = trial_rows(study)
@@ -119,5 +123,6 @@ def write_report(name: str, url: str, out) -> list[Path]:
     paths = [write_text(out / STUDY_CSV, csv_text(rows, columns)),
              write_text(out / STUDY_MD, summary + "\n\n" + markdown_table(rows, [c for c in columns
                                                                                   if c != "mlflow_run_id"])),
+             plot_study(rows, out / STUDY_PNG, title=name, best=None if best is None else best["number"]),
              write_json(record, out / BEST_JSON)]
     return paths

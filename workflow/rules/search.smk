@@ -51,6 +51,7 @@ rule search_report:
     output:
         csv="results/search/{search}/study.csv",
         md="results/search/{search}/study.md",
+        png="results/search/{search}/study.png",
         best="results/search/{search}/best.json",
     log:
         "results/logs/search/{search}_report.log",
