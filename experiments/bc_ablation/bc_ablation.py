@@ -45,9 +45,9 @@ VARIANTS = {
     "clip-fc1-at-1": {"clip_var": [None, None, 1.0, None]},      # the prior's own variance: no floor
     "clip-first-layer-no-warmup": {"clip_var": [0.04, None, None, None], "kl_warmup_epochs": 0},
     "clip-first-layer-printed-sa-kl": {"clip_var": [0.04, None, None, None], "sa_kl": "printed"},
-    # "clip-first-layer" carried on to 300 epochs by `bcrepro extend` (--compress-only; training it here would
-    # start from scratch at whatever --epochs says)
-    "clip-first-layer-300": {"clip_var": [0.04, None, None, None]},
+    # 300 epochs whatever --epochs says; the record's run is "clip-first-layer" carried on by `bcrepro extend`,
+    # which at the constant rate is the same run
+    "clip-first-layer-300": {"clip_var": [0.04, None, None, None], "epochs": 300},
 }
 FROM_DENSE = {"constant-from-dense"}
 RULES = {"auto": {"rule": "auto"}, "sparsest": {"rule": "sparsest"}, "valley": {"rule": "valley"}}
