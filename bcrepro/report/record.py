@@ -5,18 +5,20 @@ committed, and its table and figures regenerated from those files alone (no trai
     python -m bcrepro record --out results/mnist                       # regenerate them from the copied cells
 
 Per cell ``{out}/runs/{arch}/{method}/seed{n}/`` keeps ``RECORD_FILES``: the settings, training curves (one epoch per
-line), metrics and speed-ups, and ``compressed.bin``, from which ``bcrepro.deploy.artefact.load_network`` rebuilds the
-network (not for the dense references, whose file is their 32-bit weights, which say nothing a reader needs); seed 0
-also keeps ``posterior.npz`` for the per-run figures, with the weights of pruned rows and columns set to zero (the
-weight maps zero them anyway), so that it compresses (docs/decisions.md, "The committed record"). A cell that started
-from a dense reference of its own keeps that reference's ``REFERENCE_FILES`` in ``reference/``. ``{out}`` gets the
-tables and ``{out}/figures/`` the figures, as ``bcrepro table`` and ``bcrepro figures`` write them from the same runs.
+line, six significant digits), metrics and speed-ups, and ``compressed.bin``, from which
+``bcrepro.deploy.artefact.load_network`` rebuilds the network (not for the dense references, whose file is their 32-bit
+weights, which say nothing a reader needs); seed 0 also keeps ``posterior.npz`` for the per-run figures, with the
+weights of pruned rows and columns set to zero (the weight maps zero them anyway), so that it compresses
+(docs/decisions.md, "The committed record"). A cell that started from a dense reference of its own keeps that
+reference's ``REFERENCE_FILES`` in ``reference/``. ``{out}`` gets the tables and ``{out}/figures/`` the figures, as
+``bcrepro table`` and ``bcrepro figures`` write them from the same runs.
 Model files never enter the record. Regenerating a record from the same cells rewrites every file with the same bytes,
 and removes the figures of cells no longer in it.
 """
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -35,6 +37,7 @@ FIRST_SEED_FILES = (POSTERIOR_FILE,)
 REFERENCE_FILES = (RUN_FILE, HISTORY_FILE)  # of a cell's own dense reference: its settings and training curves
 RUNS_DIR = "runs"
 FIGURES_DIR = "figures"
+HISTORY_DIGITS = 6  # significant digits of a recorded training curve: far below what a figure or a reader resolves
 
 
 def copy_cells(runs: Path, out: Path) -> list[Path]:
@@ -69,11 +72,25 @@ def copy_cells(runs: Path, out: Path) -> list[Path]:
 
 
 def copy_history(source: Path, target: Path) -> None:
-    """``history.json`` with one epoch per line instead of one number per line: the same values (floats round-trip
-    through JSON exactly), fewer bytes, and still a file to read or ``diff`` epoch by epoch."""
-    epochs = json.loads(source.read_text())
+    """``history.json`` with one epoch per line instead of one number per line, and every float to
+    ``HISTORY_DIGITS`` significant digits: the curves a reader plots or ``diff``s epoch by epoch, in about half the
+    bytes of full double precision, which is what lets every seed's curves stay in the record. Rounding is
+    idempotent, so compacting a recorded history again gives the same bytes."""
+    epochs = [_rounded(epoch) for epoch in json.loads(source.read_text())]
     lines = [json.dumps(epoch, sort_keys=True, separators=(", ", ": ")) for epoch in epochs]
     write_text(target, "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n")
+
+
+def _rounded(value):
+    """``value`` with each finite float in it to ``HISTORY_DIGITS`` significant digits (ints, strings, non-finite
+    floats as they are)."""
+    if isinstance(value, float):
+        return float(f"{value:.{HISTORY_DIGITS}g}") if math.isfinite(value) else value
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
 
 
 def copy_posterior(source: Path, target: Path) -> None:
@@ -90,11 +107,14 @@ def copy_posterior(source: Path, target: Path) -> None:
 
 
 def regenerate(out: Path) -> list[Path]:
-    """The tables in ``out`` and the figures in ``out/figures`` from the cells in ``out/runs``."""
+    """The tables in ``out`` and the figures in ``out/figures`` from the cells in ``out/runs``, whose histories are
+    first rounded as ``copy_history`` rounds them (the cells copied before it rounded)."""
     out = Path(out)
     runs = table.load_runs(out / RUNS_DIR)
     if runs.empty:
         raise UsageError(f"no {METRICS_FILE} found under {out / RUNS_DIR}: copy cells first with --runs")
+    for history in sorted((out / RUNS_DIR).rglob(HISTORY_FILE)):  # cells recorded before the rounding
+        copy_history(history, history)
     written = table.write_tables(runs, out)
     written += figures.all_figures(runs, out / RUNS_DIR, out / FIGURES_DIR)
     remove_stale_figures(out / FIGURES_DIR, written)
