@@ -107,14 +107,11 @@ def copy_posterior(source: Path, target: Path) -> None:
 
 
 def regenerate(out: Path) -> list[Path]:
-    """The tables in ``out`` and the figures in ``out/figures`` from the cells in ``out/runs``, whose histories are
-    first rounded as ``copy_history`` rounds them (the cells copied before it rounded)."""
+    """The tables in ``out`` and the figures in ``out/figures`` from the cells in ``out/runs``."""
     out = Path(out)
     runs = table.load_runs(out / RUNS_DIR)
     if runs.empty:
         raise UsageError(f"no {METRICS_FILE} found under {out / RUNS_DIR}: copy cells first with --runs")
-    for history in sorted((out / RUNS_DIR).rglob(HISTORY_FILE)):  # cells recorded before the rounding
-        copy_history(history, history)
     written = table.write_tables(runs, out)
     written += figures.all_figures(runs, out / RUNS_DIR, out / FIGURES_DIR)
     remove_stale_figures(out / FIGURES_DIR, written)
