@@ -5,10 +5,14 @@ them, the table ``ablation.md`` (``bc_ablation.py`` writes its own ``ablation.md
 invocation only). No model files. Each trained net also gets ``kl_layers.png`` (each layer's KL and its clamp's floor)
 where its history has them.
 
+A record grows across machines: the rows already in ``<out>/ablation.jsonl`` stay, and a row of the same net, rule and
+epoch is replaced by the new one, so a session that trained only one new variant does not drop the others.
+
 With ``--compare-with CELLS`` (a record's ``runs/<arch>`` folder, e.g. ``results/mnist/runs/lenet5``), each method
-gets two figures beside the variants: ``<method>_kl_by_layer.png`` (every variant's per-layer KL over training) and
-``<method>_group_statistics.png`` (every variant's group statistics and chosen thresholds after the first rule, with
-the record's seed-0 cell of the same method as the default's).
+gets two figures beside the variants, drawn from every net in the record (not only this export's):
+``<method>_kl_by_layer.png`` (every variant's per-layer KL over training) and ``<method>_group_statistics.png`` (every
+variant's group statistics and chosen thresholds after the first rule, with the record's seed-0 cell of the same
+method as the default's).
 
     python experiments/bc_ablation/export_ablation_record.py --ablation runs/ablation --out results/ablation
 """
@@ -25,6 +29,20 @@ from bcrepro.report import figures
 
 RUN_FILES = ("run.json", "history.json")
 RULE_FILES = ("metrics.json", "compressed.bin", "posterior.npz")
+ROW_KEY = ("arch", "method", "variant", "rule", "epochs")
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def merge_rows(kept: list[dict], new: list[dict]) -> list[dict]:
+    """``kept`` then ``new``, one row per (arch, method, variant, rule, epochs): a later row replaces an earlier one
+    in the earlier one's place."""
+    merged: dict[tuple, dict] = {}
+    for row in kept + new:
+        merged[tuple(row.get(k) for k in ROW_KEY)] = row
+    return list(merged.values())
 
 
 def trained_nets(root: Path):
@@ -54,23 +72,23 @@ def export(ablation: Path, out: Path) -> list[Path]:
             written += figures.frontier(rule_target, rule_target / "frontier.png")
     if (ablation / "ablation.jsonl").exists():
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ablation / "ablation.jsonl", out / "ablation.jsonl")
-        rows = [json.loads(line) for line in (ablation / "ablation.jsonl").read_text().splitlines() if line.strip()]
+        rows = merge_rows(read_rows(out / "ablation.jsonl"), read_rows(ablation / "ablation.jsonl"))
+        (out / "ablation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         (out / "ablation.md").write_text(markdown_table(rows))
         written += [out / "ablation.jsonl", out / "ablation.md"]
     return written
 
 
-def compare(ablation: Path, out: Path, cells: Path) -> list[Path]:
-    """Per method, the variants' per-layer KL over training and their group statistics beside the record's default
-    (``cells/<method>/seed0``)."""
+def compare(out: Path, cells: Path) -> list[Path]:
+    """Per method, the per-layer KL over training and the group statistics of every net in the record ``out`` beside
+    the record's default (``cells/<method>/seed0``)."""
     written = []
-    nets = list(trained_nets(ablation))
-    for method in sorted({net.relative_to(ablation).parts[1] for net in nets}):
-        mine = [net for net in nets if net.relative_to(ablation).parts[1] == method]
-        label = {net: "/".join(net.relative_to(ablation).parts[2:]) for net in mine}
+    nets = list(trained_nets(out))
+    for method in sorted({net.relative_to(out).parts[1] for net in nets}):
+        mine = [net for net in nets if net.relative_to(out).parts[1] == method]
+        label = {net: "/".join(net.relative_to(out).parts[2:]) for net in mine}
         histories = {label[net]: json.loads((net / "history.json").read_text()) for net in mine}
-        arch = mine[0].relative_to(ablation).parts[0]
+        arch = mine[0].relative_to(out).parts[0]
         written += figures.kl_by_layer(histories, out / f"{method}_kl_by_layer.png",
                                        f"{arch} / {method}: KL per layer (dashed: the clamp's floor)")
         posteriors = {"default (record, seed 0)": cells / method / "seed0"}
@@ -92,7 +110,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     written = export(Path(args.ablation), Path(args.out))
     if args.compare_with:
-        written += compare(Path(args.ablation), Path(args.out), Path(args.compare_with))
+        written += compare(Path(args.out), Path(args.compare_with))
     if not written:
         print(f"nothing to export under {args.ablation}")
         return 1
